@@ -1,0 +1,1 @@
+"""joindet detector: Deformable DETR with the JoinDet heads. Never imports priors."""

@@ -1,0 +1,37 @@
+"""The ``joindet`` command line: one click group, with sub-groups defined beside it.
+
+Every sub-command turns expected failures (missing run, missing version, corrupt file, missing
+dataset) into one clear line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from flows.cli_data import data
+from flows.cli_priors import priors_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="joindet")
+def main() -> None:
+    """joindet: pretrain object detectors without labels.
+
+    The detector mines its own object priors (pseudo boxes) every few epochs, smooths them
+    against the previous priors and trains on them. Every output is a versioned artifact in the
+    run directory's prior store.
+
+    \b
+    Start here:
+      joindet flow run pretrain --dataset synthetic --preset tiny
+      joindet runs status RUN
+      joindet priors ls RUN
+    """
+
+
+main.add_command(priors_group)
+main.add_command(data)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

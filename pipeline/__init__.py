@@ -1,0 +1,1 @@
+"""joindet pipeline: stages as plain typed functions, datasets, transforms, configuration. No Prefect."""

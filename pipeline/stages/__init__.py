@@ -1,0 +1,1 @@
+"""Pipeline stages: init_priors, mine, smooth, train, evaluate, finetune."""

@@ -1,0 +1,209 @@
+"""BoxSet: a columnar set of boxes over many images.
+
+Boxes are normalised xyxy (x0, y0, x1, y1) as fractions of the original image's width and
+height, float32. Rows are sorted by image_id (stable: the order of one image's boxes is kept), so
+one image's boxes are one contiguous slice and ``for_image`` is a binary search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from storage_schema import BOXES_SCHEMA, KINDS
+
+KIND_CODES = {name: code for code, name in enumerate(KINDS)}
+
+
+class BoxSetError(ValueError):
+    """Raised for malformed box data (NaN/inf coordinates, x1 < x0, wrong shapes)."""
+
+
+@dataclass(frozen=True)
+class BoxSet:
+    """Boxes of many images, sorted by image_id.
+
+    Attributes:
+        image_ids: int64 [N], non-decreasing.
+        boxes: float32 [N, 4], normalised xyxy, x0 <= x1 and y0 <= y1.
+        scores: float32 [N].
+        kinds: int8 [N], codes into ``storage_schema.KINDS`` (region, instance, smoothed).
+    """
+
+    image_ids: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    kinds: np.ndarray
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_arrays(
+        cls,
+        image_ids: Sequence[int] | np.ndarray,
+        boxes: Sequence[Sequence[float]] | np.ndarray,
+        scores: Sequence[float] | np.ndarray | None = None,
+        kinds: str | Sequence[str] | np.ndarray | None = None,
+        *,
+        assume_sorted: bool = False,
+    ) -> "BoxSet":
+        """Build a BoxSet, validating and sorting by image_id (stable).
+
+        ``kinds`` is one kind name for all rows, a sequence of names, an int8 array of codes, or
+        None (meaning "smoothed"). ``scores`` None means 1.0 for every box.
+        """
+        ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
+        b = np.asarray(boxes, dtype=np.float32)
+        if b.size == 0:
+            b = b.reshape(0, 4)
+        if b.ndim != 2 or b.shape[1] != 4:
+            raise BoxSetError(f"boxes must have shape [N, 4], got {list(b.shape)}")
+        n = b.shape[0]
+        if ids.shape[0] != n:
+            raise BoxSetError(f"image_ids has {ids.shape[0]} rows but boxes has {n}")
+        s = np.ones(n, np.float32) if scores is None else np.asarray(scores, np.float32).reshape(-1)
+        if s.shape[0] != n:
+            raise BoxSetError(f"scores has {s.shape[0]} rows but boxes has {n}")
+        k = _kind_codes(kinds, n)
+        if not np.isfinite(b).all():
+            bad = int(np.flatnonzero(~np.isfinite(b).all(axis=1))[0])
+            raise BoxSetError(f"box {bad} (image_id {ids[bad]}) has a NaN or infinite coordinate")
+        if not np.isfinite(s).all():
+            bad = int(np.flatnonzero(~np.isfinite(s))[0])
+            raise BoxSetError(f"score {bad} (image_id {ids[bad]}) is NaN or infinite")
+        malformed = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+        if malformed.any():
+            bad = int(np.flatnonzero(malformed)[0])
+            raise BoxSetError(
+                f"box {bad} (image_id {ids[bad]}) is malformed: {b[bad].tolist()} has x1 < x0 or y1 < y0"
+            )
+        if not assume_sorted and n and (np.diff(ids) < 0).any():
+            order = np.argsort(ids, kind="stable")
+            ids, b, s, k = ids[order], b[order], s[order], k[order]
+        return cls(ids, np.ascontiguousarray(b), s, k)
+
+    @classmethod
+    def empty(cls) -> "BoxSet":
+        return cls.from_arrays(np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
+
+    @classmethod
+    def concat(cls, sets: Iterable["BoxSet"]) -> "BoxSet":
+        """Concatenate several sets (re-sorted by image_id, stable in the given order)."""
+        sets = list(sets)
+        if not sets:
+            return cls.empty()
+        return cls.from_arrays(
+            np.concatenate([s.image_ids for s in sets]),
+            np.concatenate([s.boxes for s in sets]),
+            np.concatenate([s.scores for s in sets]),
+            np.concatenate([s.kinds for s in sets]),
+        )
+
+    # ------------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return int(self.image_ids.shape[0])
+
+    def span(self, image_id: int) -> tuple[int, int]:
+        """Row range [start, stop) of one image's boxes (binary search, O(log N))."""
+        lo = int(np.searchsorted(self.image_ids, image_id, side="left"))
+        hi = int(np.searchsorted(self.image_ids, image_id, side="right"))
+        return lo, hi
+
+    def for_image(self, image_id: int) -> "BoxSet":
+        lo, hi = self.span(image_id)
+        return BoxSet(self.image_ids[lo:hi], self.boxes[lo:hi], self.scores[lo:hi], self.kinds[lo:hi])
+
+    def unique_image_ids(self) -> np.ndarray:
+        return np.unique(self.image_ids)
+
+    def offsets(self, image_ids: np.ndarray) -> np.ndarray:
+        """int64 [len(image_ids) + 1]: rows of image_ids[i] are offsets[i]:offsets[i+1].
+
+        ``image_ids`` must be sorted; images without boxes get an empty slice.
+        """
+        ids = np.asarray(image_ids, np.int64)
+        starts = np.searchsorted(self.image_ids, ids, side="left")
+        stops = np.searchsorted(self.image_ids, ids, side="right")
+        if len(ids) and (stops[:-1] > starts[1:]).any():
+            raise BoxSetError("offsets() needs sorted image_ids")
+        return np.concatenate([starts, stops[-1:] if len(ids) else [0]]).astype(np.int64)
+
+    def select(self, mask: np.ndarray) -> "BoxSet":
+        """Rows where ``mask`` (bool [N]) is true; order kept."""
+        return BoxSet(self.image_ids[mask], self.boxes[mask], self.scores[mask], self.kinds[mask])
+
+    def with_kind(self, kind: str) -> "BoxSet":
+        """The same boxes with every row's kind set to ``kind``."""
+        return BoxSet(self.image_ids, self.boxes, self.scores, _kind_codes(kind, len(self)))
+
+    def of_kind(self, kind: str) -> "BoxSet":
+        return self.select(self.kinds == KIND_CODES[kind])
+
+    def kind_names(self) -> list[str]:
+        return [KINDS[int(c)] for c in self.kinds]
+
+    def equals(self, other: "BoxSet") -> bool:
+        return (
+            np.array_equal(self.image_ids, other.image_ids)
+            and np.array_equal(self.boxes, other.boxes)
+            and np.array_equal(self.scores, other.scores)
+            and np.array_equal(self.kinds, other.kinds)
+        )
+
+    # ------------------------------------------------------------------ Arrow
+    def to_arrow(self) -> pa.Table:
+        kind = pa.DictionaryArray.from_arrays(
+            pa.array(self.kinds.astype(np.int8), pa.int8()), pa.array(list(KINDS), pa.string())
+        )
+        cols = [
+            pa.array(self.image_ids, pa.int64()),
+            *(pa.array(self.boxes[:, i], pa.float32()) for i in range(4)),
+            pa.array(self.scores, pa.float32()),
+            kind,
+        ]
+        return pa.Table.from_arrays(cols, schema=BOXES_SCHEMA)
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table) -> "BoxSet":
+        """Inverse of ``to_arrow``. Columns are looked up by name; extra columns are ignored."""
+        def col(name: str) -> np.ndarray:
+            return table.column(name).to_numpy()
+
+        boxes = np.stack([col("x0"), col("y0"), col("x1"), col("y1")], axis=1) if table.num_rows else None
+        kind_col = table.column("kind").combine_chunks() if table.num_rows else None
+        if kind_col is not None and pa.types.is_dictionary(kind_col.type):
+            names = kind_col.dictionary.to_pylist()
+            remap = np.array([KIND_CODES[n] for n in names], np.int8)
+            codes = remap[kind_col.indices.to_numpy(zero_copy_only=False)]
+        elif kind_col is not None:
+            codes = np.array([KIND_CODES[n] for n in kind_col.to_pylist()], np.int8)
+        else:
+            codes = np.zeros(0, np.int8)
+        return cls.from_arrays(
+            col("image_id") if table.num_rows else np.zeros(0, np.int64),
+            boxes if boxes is not None else np.zeros((0, 4), np.float32),
+            col("score") if table.num_rows else None,
+            codes,
+        )
+
+
+def _kind_codes(kinds: str | Sequence[str] | np.ndarray | None, n: int) -> np.ndarray:
+    if kinds is None:
+        kinds = "smoothed"
+    if isinstance(kinds, str):
+        if kinds not in KIND_CODES:
+            raise BoxSetError(f"unknown kind {kinds!r}; expected one of {list(KINDS)}")
+        return np.full(n, KIND_CODES[kinds], np.int8)
+    arr = np.asarray(kinds)
+    if arr.shape[0] != n:
+        raise BoxSetError(f"kinds has {arr.shape[0]} rows but boxes has {n}")
+    if arr.dtype.kind in "iu":
+        if n and (arr.min() < 0 or arr.max() >= len(KINDS)):
+            raise BoxSetError(f"kind codes must be in [0, {len(KINDS)})")
+        return arr.astype(np.int8)
+    try:
+        return np.array([KIND_CODES[str(k)] for k in arr], np.int8)
+    except KeyError as exc:
+        raise BoxSetError(f"unknown kind {exc.args[0]!r}; expected one of {list(KINDS)}") from None
