@@ -1,0 +1,253 @@
+"""Run configuration: dataclasses, named presets, ``key=value`` overrides, resolved JSON.
+
+A run's configuration is resolved once (preset, then dataset-dependent defaults, then the user's
+``--set`` overrides) and written into ``RUN/run.json``; every later stage reads it from there.
+Only ``build_*`` factories and the stages read individual fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from detector.presets import DetectorConfig, get_preset
+
+PRIOR_SOURCES = ("region+instance", "region", "instance", "predictions", "region0", "random_crops", "selective_search")
+UPDATE_STRATEGIES = ("box_smooth", "direct", "nms", "fixed")
+
+
+class ConfigError(ValueError):
+    """A configuration value or override that cannot be applied."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"
+    root: str | None = None  # None: $JOINDET_DATA or the dataset's default location
+    annotations: str | None = None  # coco-json only
+    split: str = "train"  # pretraining split
+    eval_split: str = "val"  # ground truth for proposals evaluation
+    class_list: str | None = None  # imagenet subsets (e.g. ImageNet-100)
+
+
+@dataclass
+class WeightsConfig:
+    backbone: str | None = None  # local file: torchvision, SwAV or DINO ResNet checkpoint
+
+
+@dataclass
+class PriorsConfig:
+    source: str = "region+instance"
+    update: str = "box_smooth"
+    momentum: float = 0.45  # m_s: weight of the previous priors in Box Smooth
+    iou_thr: float = 0.55
+    min_score: float = 0.05  # smoothed priors below this score are dropped
+    max_per_image: int | None = 30
+    tau: float = 0.2  # affinity threshold of the eigen attention
+    eps: float = 1e-5
+    instance_t: float = 0.5  # IG: share of foreground mask cells inside a predicted box
+    connectivity: int = 4
+    min_cells: int = 1
+    max_region_boxes: int | None = 10
+    random_crops: int = 30  # random_crops source: boxes per image
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 50
+    update_every: int = 10
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """[(first_epoch, end_epoch_exclusive)] of each training block; priors v<end> follow it."""
+        return [(s, min(s + self.update_every, self.epochs)) for s in range(0, self.epochs, self.update_every)]
+
+    def versions(self) -> list[int]:
+        """Versions the schedule commits: 0, then the end epoch of every block but the last."""
+        return [0] + [end for _, end in self.blocks()[:-1]]
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 4
+    num_workers: int = 2
+    seed: int = 0
+    copy_paste: bool = False  # paste small prior boxes (paper Table 7)
+    max_images: int | None = None  # cap per epoch (debugging); None: the whole dataset
+    device: str = "auto"  # auto: cuda when present
+
+
+@dataclass
+class MineConfig:
+    batch_size: int = 8
+    shards: int = 4
+    save_attention: bool = True
+    device: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    top_k: int = 100
+
+
+@dataclass
+class FinetuneConfig:
+    fraction: float = 1.0
+    seed: int = 42
+    epochs: int = 50
+
+
+@dataclass
+class RunConfig:
+    preset: str = "tiny"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: DetectorConfig = field(default_factory=lambda: get_preset("tiny"))
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    priors: PriorsConfig = field(default_factory=PriorsConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mine: MineConfig = field(default_factory=MineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        return _from_dict(cls, data, "")
+
+    def digest(self) -> str:
+        """sha256 of the settings that change results (not workers, devices or batch sizes of mining)."""
+        d = self.to_dict()
+        for dotted in RESUME_SAFE_KEYS:
+            section, key = dotted.split(".")
+            d.get(section, {}).pop(key, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+    def validate(self) -> "RunConfig":
+        if self.priors.source not in PRIOR_SOURCES:
+            raise ConfigError(f"priors.source={self.priors.source!r}; choose one of {', '.join(PRIOR_SOURCES)}")
+        if self.priors.update not in UPDATE_STRATEGIES:
+            raise ConfigError(f"priors.update={self.priors.update!r}; choose one of {', '.join(UPDATE_STRATEGIES)}")
+        if not 0.0 <= self.priors.momentum <= 1.0:
+            raise ConfigError(f"priors.momentum={self.priors.momentum} must lie in [0, 1]")
+        if self.schedule.epochs < 1 or self.schedule.update_every < 1:
+            raise ConfigError("schedule.epochs and schedule.update_every must be at least 1")
+        if self.mine.shards < 1:
+            raise ConfigError("mine.shards must be at least 1")
+        if not 0.0 < self.finetune.fraction <= 1.0:
+            raise ConfigError(f"finetune.fraction={self.finetune.fraction} must lie in (0, 1]")
+        return self
+
+
+#: Settings that may change between a run and its resume without changing its results.
+RESUME_SAFE_KEYS = (
+    "train.num_workers",
+    "train.device",
+    "mine.batch_size",
+    "mine.device",
+    "mine.shards",
+    "mine.save_attention",
+)
+
+#: Run presets: the detector preset of the same name plus schedule and batch settings.
+RUN_PRESETS = ("tiny", "paper", "paper-single-scale")
+
+
+def make_config(preset: str = "tiny", dataset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Resolve a run configuration: preset, dataset-dependent defaults, then ``key=value`` overrides."""
+    if preset not in RUN_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(RUN_PRESETS)}")
+    cfg = RunConfig(preset=preset, model=get_preset(preset))
+    if dataset is not None:
+        cfg.data.dataset = dataset
+    if preset == "tiny":
+        cfg.schedule = ScheduleConfig(epochs=4, update_every=2)
+        cfg.train.batch_size = 4
+        cfg.mine = MineConfig(batch_size=8, shards=2, save_attention=True)
+        cfg.priors.max_per_image = 20
+    elif cfg.data.dataset == "imagenet":
+        # ImageNet: 5 epochs, priors updated every epoch (paper, section 4.1).
+        cfg.schedule = ScheduleConfig(epochs=5, update_every=1)
+    if cfg.data.dataset == "voc":
+        cfg.data.split, cfg.data.eval_split = "trainval", "test"
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
+    """Apply ``section.key=value`` strings in place (values parsed by the field's type)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value (e.g. priors.momentum=0.5)")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        target: Any = cfg
+        for name in parts[:-1]:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, name):
+                raise ConfigError(f"unknown config section {dotted!r}; sections: {', '.join(_field_names(cfg))}")
+            target = getattr(target, name)
+        key = parts[-1]
+        if not dataclasses.is_dataclass(target) or key not in _field_names(target):
+            raise ConfigError(
+                f"unknown config key {dotted!r}; keys of this section: {', '.join(_field_names(target)) if dataclasses.is_dataclass(target) else '-'}"
+            )
+        hint = typing.get_type_hints(type(target))[key]
+        setattr(target, key, _parse(raw.strip(), hint, dotted))
+    return cfg.validate()
+
+
+def _field_names(obj: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)]
+
+
+def _parse(raw: str, hint: Any, dotted: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    if optional and raw.lower() in ("none", "null", ""):
+        return None
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        hint, origin = args[0], typing.get_origin(args[0])
+    try:
+        if hint is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is str:
+            return raw
+        if origin in (tuple, list):
+            item = typing.get_args(hint)[0] if typing.get_args(hint) else str
+            values = [_parse(v.strip(), item, dotted) for v in raw.strip("()[]").split(",") if v.strip()]
+            return tuple(values) if origin is tuple else values
+    except ValueError:
+        raise ConfigError(f"cannot read {raw!r} as {getattr(hint, '__name__', hint)} for {dotted}") from None
+    return json.loads(raw)
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _from_dict(hint, value, f"{where}{f.name}.")
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown config keys {', '.join(sorted(where + u for u in unknown))} in run.json")
+    return cls(**kwargs)
