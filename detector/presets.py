@@ -1,0 +1,168 @@
+"""Detector configuration: one dataclass and the named presets.
+
+Only the ``build_*`` factories read a :class:`DetectorConfig`; everything else receives the
+objects they build.
+
+Class convention (pretraining and finetuning alike): ``pred_logits`` is ``[B, Q, num_classes]``
+and index 0 is always background / no-object. Pretraining uses ``num_classes=2`` (0 background,
+1 foreground); finetuning on C categories uses ``num_classes = C + 1`` with labels ``1..C``.
+Probabilities are a softmax over the last axis; the foreground score of a query is
+``1 - softmax(logits)[..., 0]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+#: channel count of each ResNet stage output (layer2, layer3, layer4 = C3, C4, C5).
+RESNET_CHANNELS: dict[str, tuple[int, int, int]] = {
+    "resnet18": (128, 256, 512),
+    "resnet34": (128, 256, 512),
+    "resnet50": (512, 1024, 2048),
+}
+
+EMB_TARGETS = ("crop", "roi_align")
+LOSSES = ("focal", "ce")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Every setting of the detector, its losses, its optimiser and its input sizes.
+
+    Sizes are pixels; ``train_size`` is the list of shorter-side sizes the training transform
+    samples from, ``max_size`` caps the longer side (both read by the data transforms).
+    """
+
+    # backbone
+    backbone: str = "resnet50"
+    backbone_weights: str | None = None  # local file; None = random init (with a warning)
+    freeze_backbone: bool = True  # the paper freezes the whole backbone
+    # transformer
+    num_feature_levels: int = 4
+    d_model: int = 256
+    enc_layers: int = 6
+    dec_layers: int = 6
+    n_heads: int = 8
+    n_points: int = 4
+    dim_feedforward: int = 1024
+    dropout: float = 0.1
+    num_queries: int = 300
+    num_classes: int = 2
+    head_hidden: int = 256  # hidden width of the f_box / f_emb MLPs (2 hidden layers)
+    # embedding targets
+    emb_target: str = "crop"
+    crop_size: int = 128  # pixels, side of the square crops of emb_target="crop"
+    # losses
+    loss: str = "focal"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    eos_coef: float = 0.1  # weight of the no-object class in cross-entropy
+    cls_loss_coef: float = 2.0
+    bbox_loss_coef: float = 5.0
+    giou_loss_coef: float = 2.0
+    emb_loss_coef: float = 1.0
+    aux_loss: bool = True
+    # matcher costs
+    set_cost_class: float = 2.0
+    set_cost_bbox: float = 5.0
+    set_cost_giou: float = 2.0
+    # optimiser
+    lr: float = 2e-4
+    lr_backbone: float = 0.0
+    lr_linear_proj_mult: float = 0.1
+    weight_decay: float = 1e-4
+    clip_max_norm: float = 0.1
+    lr_drop_epoch: int = 40
+    epochs: int = 50
+    # image sizes (pixels)
+    train_size: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
+    max_size: int = 1333
+    test_size: int = 800
+
+    def __post_init__(self) -> None:
+        if self.backbone not in RESNET_CHANNELS:
+            raise ValueError(
+                f"DetectorConfig.backbone={self.backbone!r} is not supported; "
+                f"use one of {sorted(RESNET_CHANNELS)}."
+            )
+        if self.emb_target not in EMB_TARGETS:
+            raise ValueError(
+                f"DetectorConfig.emb_target={self.emb_target!r} is not supported; use one of {EMB_TARGETS}."
+            )
+        if self.loss not in LOSSES:
+            raise ValueError(f"DetectorConfig.loss={self.loss!r} is not supported; use one of {LOSSES}.")
+        if not 1 <= self.num_feature_levels <= 4:
+            raise ValueError(
+                f"DetectorConfig.num_feature_levels={self.num_feature_levels} must be between 1 and 4."
+            )
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"DetectorConfig.d_model={self.d_model} must be divisible by n_heads={self.n_heads}."
+            )
+        if self.num_classes < 2:
+            raise ValueError(
+                f"DetectorConfig.num_classes={self.num_classes} must be >= 2 (index 0 is background)."
+            )
+
+    @property
+    def backbone_channels(self) -> tuple[int, int, int]:
+        """Channels of C3, C4, C5 of the configured ResNet."""
+        return RESNET_CHANNELS[self.backbone]
+
+    @property
+    def emb_dim(self) -> int:
+        """Embedding size E of ``pred_embs``: derived from ``emb_target`` and the backbone.
+
+        ``crop``: the backbone's layer2 (C3) mean-pooled, 512 for ResNet-50 (DETReg's choice).
+        ``roi_align``: the backbone's C5 pooled inside the box, 512 for ResNet-18/34, 2048 for 50.
+        """
+        c3, _, c5 = self.backbone_channels
+        return c3 if self.emb_target == "crop" else c5
+
+    def with_(self, **changes: object) -> "DetectorConfig":
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+
+_PAPER = DetectorConfig()
+
+PRESETS: dict[str, DetectorConfig] = {
+    # Fast on 2 CPU cores: used by tests and the CPU demo.
+    "tiny": DetectorConfig(
+        backbone="resnet18",
+        num_feature_levels=1,
+        d_model=64,
+        enc_layers=2,
+        dec_layers=2,
+        n_heads=4,
+        n_points=4,
+        dim_feedforward=256,
+        dropout=0.0,
+        num_queries=20,
+        emb_target="roi_align",
+        lr=1e-4,
+        lr_backbone=1e-5,
+        clip_max_norm=0.1,
+        lr_drop_epoch=40,
+        train_size=(128, 144, 160),
+        max_size=192,
+        test_size=160,
+    ),
+    "paper": _PAPER,
+    # The paper's ablations: Deformable DETR single-scale (C5 only).
+    "paper-single-scale": replace(_PAPER, num_feature_levels=1),
+}
+
+
+def get_preset(name: str) -> DetectorConfig:
+    """The named preset; raises ``KeyError`` listing the known names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown detector preset {name!r}; choose one of {', '.join(sorted(PRESETS))}."
+        ) from None
+
+
+__all__ = ["DetectorConfig", "PRESETS", "get_preset", "RESNET_CHANNELS", "EMB_TARGETS", "LOSSES"]
+
