@@ -1,5 +1,20 @@
 """Object priors: the prior store and the prior algorithms (pure functions on arrays and BoxSets)."""
 
 from priors.boxset import BoxSet, BoxSetError
+from priors.churn import Churn, churn, match_boxes, pairwise_iou
+from priors.store import PriorStore
+from priors.store_errors import (
+    CorruptFileError,
+    RunNotFoundError,
+    SchemaVersionError,
+    StoreError,
+    StoreLockedError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
+from priors.store_images import read_images_table, write_images_table
 
 __all__ = ["BoxSet", "BoxSetError"]
+__all__ += ["Churn", "churn", "match_boxes", "pairwise_iou", "PriorStore", "read_images_table", "write_images_table"]
+__all__ += ["CorruptFileError", "RunNotFoundError", "SchemaVersionError", "StoreError", "StoreLockedError"]
+__all__ += ["VersionExistsError", "VersionNotFoundError"]

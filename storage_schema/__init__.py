@@ -3,8 +3,34 @@
 Imports no other joindet package.
 """
 
+from storage_schema.attention import ATTENTION_LAYOUT, ATTENTION_MAX_SIDE
+from storage_schema.manifest import SCHEMA_VERSION, FileEntry, Manifest, ShardMarker, check_schema_version
 from storage_schema.tables import BOXES_SCHEMA, IMAGES_SCHEMA, KINDS, QUARANTINE_SCHEMA
+from storage_schema.validate import (
+    SchemaError,
+    SchemaVersionError,
+    conform,
+    validate_boxes_table,
+    validate_images_table,
+    validate_quarantine_table,
+)
 
-SCHEMA_VERSION = 1
-
-__all__ = ["BOXES_SCHEMA", "IMAGES_SCHEMA", "KINDS", "QUARANTINE_SCHEMA", "SCHEMA_VERSION"]
+__all__ = [
+    "ATTENTION_LAYOUT",
+    "ATTENTION_MAX_SIDE",
+    "BOXES_SCHEMA",
+    "FileEntry",
+    "IMAGES_SCHEMA",
+    "KINDS",
+    "Manifest",
+    "QUARANTINE_SCHEMA",
+    "SCHEMA_VERSION",
+    "SchemaError",
+    "SchemaVersionError",
+    "ShardMarker",
+    "check_schema_version",
+    "conform",
+    "validate_boxes_table",
+    "validate_images_table",
+    "validate_quarantine_table",
+]

@@ -1,0 +1,106 @@
+"""One writer per run: ``RUN/priors/.writer.lock``.
+
+The lock file holds the owner's pid, host and start time (JSON) and is held with ``fcntl.flock``
+for as long as the writer works. The kernel drops a flock when its process dies, so a lock left
+by a killed writer is free to take; before taking it we still check its recorded owner:
+
+- no flock held and the recorded pid is dead (same host) or the file is empty -> stale, taken over;
+- flock held by another open file (another process, or another writer in this process) -> refused;
+- recorded owner on another host -> refused (we cannot tell whether it is alive); the message says
+  which host and pid hold it and to delete the file once that process is gone.
+
+The file is never unlinked on release (unlinking a flock'ed file lets two processes lock two
+different inodes); release empties it instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from priors.store_errors import StoreLockedError
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WriterLock:
+    """Exclusive writer lock on one file; use as a context manager or ``acquire``/``release``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> dict | None:
+        """The recorded owner ``{"pid", "host", "since"}``, or None when the file is empty/absent."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+            return json.loads(text) if text.strip() else None
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            raise StoreLockedError(f"{self.path}: this writer already holds the lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise self._locked_error() from None
+            raise
+        owner = self.holder()
+        host = socket.gethostname()
+        if owner is not None and owner.get("pid") != os.getpid():
+            same_host = owner.get("host") == host
+            if not same_host or _pid_alive(int(owner.get("pid", -1))):
+                os.close(fd)
+                raise self._locked_error(owner)
+        record = json.dumps({"pid": os.getpid(), "host": host, "since": time.time()}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> "WriterLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _locked_error(self, owner: dict | None = None) -> StoreLockedError:
+        owner = owner or self.holder() or {}
+        pid, host = owner.get("pid", "?"), owner.get("host", "?")
+        return StoreLockedError(
+            f"run is locked by another writer (pid {pid} on host {host}); wait for it to finish, "
+            f"or delete {self.path} if that process is gone"
+        )

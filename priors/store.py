@@ -1,0 +1,456 @@
+"""The versioned prior store of one run: ``RUN/priors/``.
+
+Layout (DESIGN.md, "The run directory and the prior store")::
+
+    priors/v0010/manifest.json                      <- the version exists iff this exists
+    priors/v0010/<kind>-<token>.parquet             <- one BOXES_SCHEMA file per kind
+    priors/_staging/v0020/mine/shard-00003-<token>.parquet + shard-00003.json   (work in progress)
+    priors/_replaced/v0010-<UTC time>/              <- versions moved aside by ``--force``
+    priors/.writer.lock
+
+Commit protocol: data files are written first under unique names, the manifest (with each file's
+rows, bytes and sha256) last and atomically. Readers check the sha256 of what they read, so a
+truncated or altered file is reported by name rather than silently decoded.
+
+Staging: a shard holds every kind it produced in one Parquet file plus a marker JSON written after
+it (``write_shard(version, shard_id, {"region": a, "instance": b})``). The per-kind form
+``write_shard(version, kind, shard_id, boxset)`` rewrites the shard's file with that kind replaced
+and then its marker, so a shard's kinds always change together. A shard is done when its marker
+parses and its file matches the marker's sha256.
+
+One writer per run (``lock()``) for commit, move_aside and gc; shards may be written by many
+workers concurrently (each shard is its own files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from priors.boxset import BoxSet, BoxSetError
+from priors.lock import WriterLock
+from priors.store_errors import (
+    CorruptFileError,
+    RunNotFoundError,
+    SchemaVersionError,
+    StoreError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
+from priors.store_fs import RunFS, sha256_hex, unique_token
+from priors.store_images import IMAGES_FILE, read_images_table
+from priors.store_stats import version_stats
+from storage_schema import KINDS, FileEntry, Manifest, ShardMarker
+from storage_schema import SchemaError
+from storage_schema import SchemaVersionError as _SchemaVersion
+from storage_schema import validate_boxes_table
+
+PRIORS = "priors"
+STAGING = f"{PRIORS}/_staging"
+REPLACED = f"{PRIORS}/_replaced"
+LOCK_FILE = f"{PRIORS}/.writer.lock"
+MANIFEST = "manifest.json"
+_VERSION_DIR = re.compile(r"^v(\d{4,})$")
+_MARKER = re.compile(r"^shard-(\d{5,})\.json$")
+#: Coordinates within this distance outside [0, 1] are float noise and clipped at commit.
+_RANGE_TOLERANCE = 1e-4
+
+#: Parquet settings: image_id is sorted and repeats per box, so dictionary + RLE shrink it to
+#: about a byte a row; floats are stored plain (they do not compress) for fast decoding.
+_PARQUET = dict(
+    compression="lz4",
+    use_dictionary=["image_id", "kind"],
+    write_statistics=["image_id"],
+    row_group_size=1 << 20,
+)
+
+
+def version_dir(version: int) -> str:
+    return f"{PRIORS}/v{version:04d}"
+
+
+class PriorStore:
+    """Versions of priors of one run directory (a local path; URLs later, see ``store_fs``)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = run_dir
+        self.rfs = RunFS.open(run_dir)
+        self._lock: WriterLock | None = None
+        self._lock_depth = 0
+
+    def __repr__(self) -> str:
+        return f"PriorStore({str(self.run_dir)!r})"
+
+    # ------------------------------------------------------------------ versions
+    def exists(self) -> bool:
+        return self.rfs.is_dir()
+
+    def require_run(self) -> None:
+        """Raise ``RunNotFoundError`` unless the run directory exists."""
+        if not self.exists():
+            raise RunNotFoundError(f"run directory {self.run_dir} does not exist; check the path")
+
+    def versions(self) -> list[int]:
+        """Committed versions (those with a manifest), ascending."""
+        found = []
+        for name in self.rfs.listdir(PRIORS):
+            m = _VERSION_DIR.match(name)
+            if m and self.rfs.exists(f"{PRIORS}/{name}/{MANIFEST}"):
+                found.append(int(m.group(1)))
+        return sorted(found)
+
+    def latest(self) -> int | None:
+        v = self.versions()
+        return v[-1] if v else None
+
+    def has_version(self, version: int) -> bool:
+        return self.rfs.exists(f"{version_dir(version)}/{MANIFEST}")
+
+    def manifest(self, version: int) -> Manifest:
+        """The parsed manifest; ``VersionNotFoundError`` / ``CorruptFileError`` / ``SchemaVersionError``."""
+        rel = f"{version_dir(version)}/{MANIFEST}"
+        if not self.has_version(version):
+            self.require_run()
+            have = ", ".join(str(v) for v in self.versions()) or "none"
+            raise VersionNotFoundError(
+                f"run {self.run_dir} has no committed prior version {version} (committed: {have})"
+            )
+        source = str(self.rfs.full(rel))
+        try:
+            m = Manifest.from_json(self.rfs.read_bytes(rel).to_pybytes(), source)
+        except _SchemaVersion as exc:
+            raise SchemaVersionError(str(exc)) from None
+        except SchemaError as exc:
+            raise CorruptFileError(f"corrupt manifest: {exc}") from None
+        if m.version != version:
+            raise CorruptFileError(f"{source}: field 'version' is {m.version}, expected {version}")
+        return m
+
+    def read(self, version: int, kind: str = "smoothed") -> BoxSet:
+        """All boxes of one kind of a committed version, checked against the manifest's sha256."""
+        m = self.manifest(version)
+        if kind not in m.files:
+            raise VersionNotFoundError(
+                f"prior version {version} of run {self.run_dir} has no {kind!r} boxes (kinds: {m.kinds})"
+            )
+        table = self._read_checked(f"{version_dir(version)}/{m.files[kind].path}", m.files[kind])
+        return _to_boxset(table, self.rfs.full(f"{version_dir(version)}/{m.files[kind].path}"))
+
+    def file_path(self, version: int, kind: str = "smoothed") -> str:
+        """Full path (or URL path) of one kind's Parquet file of a committed version."""
+        m = self.manifest(version)
+        if kind not in m.files:
+            raise VersionNotFoundError(f"prior version {version} has no {kind!r} boxes (kinds: {m.kinds})")
+        return self.rfs.full(f"{version_dir(version)}/{m.files[kind].path}")
+
+    def _read_checked(self, rel: str, entry: FileEntry) -> pa.Table:
+        source = self.rfs.full(rel)
+        if not self.rfs.exists(rel):
+            raise CorruptFileError(f"{source} is missing (listed in the version's manifest); run `joindet priors verify`")
+        buf = self.rfs.read_bytes(rel)
+        if buf.size != entry.bytes or sha256_hex(buf) != entry.sha256:
+            raise CorruptFileError(
+                f"{source} does not match its manifest ({buf.size} bytes, expected {entry.bytes}; "
+                f"sha256 differs): the file is truncated or altered"
+            )
+        try:
+            table = pq.read_table(pa.BufferReader(buf))
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptFileError(f"{source} is not a readable Parquet file ({exc})") from None
+        if table.num_rows != entry.rows:
+            raise CorruptFileError(f"{source} has {table.num_rows} rows, its manifest says {entry.rows}")
+        return table
+
+    # ------------------------------------------------------------------ staging
+    def _staging_dir(self, version: int) -> str:
+        return f"{STAGING}/v{version:04d}/mine"
+
+    def write_shard(
+        self,
+        version: int,
+        kind_or_shard: str | int,
+        shard_or_kinds: int | Mapping[str, BoxSet],
+        boxset: BoxSet | None = None,
+        *,
+        meta: dict[str, Any] | None = None,
+    ) -> ShardMarker:
+        """Stage one shard of an uncommitted version.
+
+        Two forms: ``write_shard(version, shard_id, {"region": a, "instance": b})`` (preferred: all
+        kinds of a shard at once) and ``write_shard(version, kind, shard_id, boxset)`` (replaces
+        that kind in the shard, keeping its other kinds). ``meta`` is kept in the marker.
+        """
+        if isinstance(kind_or_shard, str):
+            if boxset is None or not isinstance(shard_or_kinds, (int, np.integer)):
+                raise TypeError("write_shard(version, kind, shard_id, boxset) needs a shard id and a BoxSet")
+            shard_id, kinds = int(shard_or_kinds), {kind_or_shard: boxset}
+            previous = self._valid_marker(version, shard_id)
+            if previous is not None:
+                old = self._read_shard(version, previous)
+                kept = {k: old.of_kind(k) for k in previous.kinds if k != kind_or_shard}
+                kinds = {**kept, **kinds}
+                meta = {**previous.meta, **(meta or {})}
+        else:
+            if not isinstance(shard_or_kinds, Mapping):
+                raise TypeError("write_shard(version, shard_id, kinds) needs a dict kind -> BoxSet")
+            shard_id, kinds = int(kind_or_shard), dict(shard_or_kinds)
+        if shard_id < 0:
+            raise StoreError(f"shard id must be >= 0, got {shard_id}")
+        if self.has_version(version):
+            raise VersionExistsError(
+                f"prior version {version} of run {self.run_dir} is already committed; versions are "
+                "immutable (re-run with --force to replace it)"
+            )
+        _check_kinds(kinds)
+        table = BoxSet.concat([bs.with_kind(k) for k, bs in kinds.items()]).to_arrow()
+        stage = self._staging_dir(version)
+        self.rfs.mkdir(stage)
+        name = f"shard-{shard_id:05d}-{unique_token()}.parquet"
+        entry = self._write_parquet(f"{stage}/{name}", table)
+        marker = ShardMarker(version, shard_id, entry, {k: len(bs) for k, bs in kinds.items()},
+                             _now(), dict(meta or {}))
+        old_marker = self._valid_marker(version, shard_id, check_file=False)
+        self.rfs.write_atomic(f"{stage}/shard-{shard_id:05d}.json", marker.to_json().encode())
+        if old_marker is not None and old_marker.file.path != name:
+            with contextlib.suppress(OSError):
+                self.rfs.delete_file(f"{stage}/{old_marker.file.path}")
+        return marker
+
+    def staged_shards(self, version: int) -> dict[int, ShardMarker]:
+        """Markers of the valid staged shards of ``version`` (marker parses, file sha256 matches)."""
+        out = {}
+        for name in self.rfs.listdir(self._staging_dir(version)):
+            m = _MARKER.match(name)
+            if m:
+                marker = self._valid_marker(version, int(m.group(1)))
+                if marker is not None:
+                    out[marker.shard_id] = marker
+        return out
+
+    def done_shards(self, version: int) -> set[int]:
+        """Ids of the valid staged shards (see ``staged_shards``); a resume redoes the others."""
+        return set(self.staged_shards(version))
+
+    def read_staged(self, version: int, kind: str) -> BoxSet:
+        """The boxes of ``kind`` over every valid staged shard of ``version``, sorted by image_id."""
+        _check_kinds({kind: BoxSet.empty()})
+        parts = [self._read_shard(version, mk).of_kind(kind)
+                 for _, mk in sorted(self.staged_shards(version).items())]
+        return BoxSet.concat(parts)
+
+    def _valid_marker(self, version: int, shard_id: int, check_file: bool = True) -> ShardMarker | None:
+        stage = self._staging_dir(version)
+        rel = f"{stage}/shard-{shard_id:05d}.json"
+        try:
+            marker = ShardMarker.from_json(self.rfs.read_bytes(rel).to_pybytes(), self.rfs.full(rel))
+        except (OSError, SchemaError):
+            return None
+        if marker.shard_id != shard_id or marker.version != version:
+            return None
+        if check_file:
+            try:
+                buf = self.rfs.read_bytes(f"{stage}/{marker.file.path}")
+            except OSError:
+                return None
+            if buf.size != marker.file.bytes or sha256_hex(buf) != marker.file.sha256:
+                return None
+        return marker
+
+    def _read_shard(self, version: int, marker: ShardMarker) -> BoxSet:
+        rel = f"{self._staging_dir(version)}/{marker.file.path}"
+        return _to_boxset(self._read_checked(rel, marker.file), self.rfs.full(rel))
+
+    # ------------------------------------------------------------------ commit
+    @contextlib.contextmanager
+    def lock(self) -> Iterator["PriorStore"]:
+        """Hold the run's writer lock (re-entrant within this store object)."""
+        if not self.rfs.is_local:
+            raise StoreError(f"{self.run_dir}: the writer lock needs a local run directory")
+        if self._lock_depth == 0:
+            lock = WriterLock(self.rfs.local_path(LOCK_FILE))
+            lock.acquire()
+            self._lock = lock
+        self._lock_depth += 1
+        try:
+            yield self
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0 and self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def commit(
+        self,
+        version: int,
+        kinds: Mapping[str, BoxSet],
+        parent: int | None = None,
+        checkpoint_digest: str | None = None,
+        config_digest: str | None = None,
+        extra_stats: dict[str, Any] | None = None,
+    ) -> Manifest:
+        """Commit ``kinds`` (must include "smoothed") as ``version``: data files, then the manifest.
+
+        Coordinates must lie in [0, 1] (within 1e-4, which is clipped); image_ids must be in the
+        run's images.parquet when it exists. Statistics include churn of "smoothed" against the
+        parent's "smoothed". Raises ``VersionExistsError`` if ``version`` is committed.
+        """
+        if version < 0:
+            raise StoreError(f"version must be >= 0, got {version}")
+        _check_kinds(kinds)
+        if "smoothed" not in kinds:
+            raise StoreError(f"commit of version {version} needs a 'smoothed' kind (the boxes training reads)")
+        with self.lock():
+            if self.has_version(version):
+                raise VersionExistsError(
+                    f"prior version {version} of run {self.run_dir} is already committed; versions "
+                    "are immutable (re-run with --force to replace it)"
+                )
+            if parent is not None:
+                if parent >= version:
+                    raise StoreError(f"parent version {parent} must be earlier than version {version}")
+                parent_boxes = self.read(parent, "smoothed")
+            images = read_images_table(self.run_dir) if self.rfs.exists(IMAGES_FILE) else None
+            checked = {k: _check_range(kinds[k], k) for k in KINDS if k in kinds}
+            if images is not None:
+                _check_known_images(checked, images.column("image_id").to_numpy(), self.run_dir)
+            stats = version_stats(checked, images, parent_boxes if parent is not None else None)
+            stats.update(extra_stats or {})
+            vdir = version_dir(version)
+            self.rfs.mkdir(vdir)
+            files = {}
+            for k, bs in checked.items():
+                table = bs.with_kind(k).to_arrow()
+                files[k] = self._write_parquet(f"{vdir}/{k}-{unique_token()}.parquet", table)
+            num_images = images.num_rows if images is not None else int(
+                len(np.unique(np.concatenate([b.image_ids for b in checked.values()]))))
+            manifest = Manifest(
+                version=version, parent=parent, created=_now(), files=files,
+                num_images=num_images, num_boxes=len(checked["smoothed"]),
+                checkpoint_digest=checkpoint_digest, config_digest=config_digest, stats=stats,
+            )
+            self.rfs.write_atomic(f"{vdir}/{MANIFEST}", manifest.to_json().encode())
+            return manifest
+
+    def _write_parquet(self, rel: str, table: pa.Table) -> FileEntry:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **_PARQUET)
+        buf = sink.getvalue()
+        self.rfs.write_bytes(rel, buf)
+        return FileEntry(path=rel.rsplit("/", 1)[-1], rows=table.num_rows, bytes=buf.size, sha256=sha256_hex(buf))
+
+    def move_aside(self, version: int) -> Path:
+        """Move a committed version to ``priors/_replaced/vNNNN-<UTC time>`` (never deleted)."""
+        with self.lock():
+            self.manifest(version)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            dst = f"{REPLACED}/v{version:04d}-{stamp}"
+            self.rfs.mkdir(REPLACED)
+            self.rfs.move(version_dir(version), dst)
+            return self.rfs.local_path(dst)
+
+    # ------------------------------------------------------------------ maintenance
+    def verify(self) -> list[str]:
+        """Problems found (empty when every file of every version matches its manifest)."""
+        self.require_run()
+        problems: list[str] = []
+        if self.rfs.exists(IMAGES_FILE):
+            try:
+                read_images_table(self.run_dir)
+            except (SchemaError, OSError, pa.ArrowException) as exc:
+                problems.append(str(exc))
+        for v in self.versions():
+            try:
+                m = self.manifest(v)
+            except StoreError as exc:
+                problems.append(str(exc))
+                continue
+            for kind, entry in m.files.items():
+                rel = f"{version_dir(v)}/{entry.path}"
+                try:
+                    table = self._read_checked(rel, entry)
+                    validate_boxes_table(table, self.rfs.full(rel), kind)
+                except (StoreError, SchemaError) as exc:
+                    problems.append(str(exc))
+        return problems
+
+    def gc(self) -> list[str]:
+        """Remove staging, uncommitted version directories and files no manifest references.
+
+        Returns the removed paths relative to the run directory. ``_replaced`` is kept.
+        """
+        self.require_run()
+        removed: list[str] = []
+        with self.lock():
+            for name in self.rfs.listdir(STAGING):
+                self.rfs.delete_dir(f"{STAGING}/{name}")
+                removed.append(f"{STAGING}/{name}")
+            if self.rfs.is_dir(STAGING):
+                self.rfs.delete_dir(STAGING)
+            for name in self.rfs.listdir(PRIORS):
+                if not _VERSION_DIR.match(name):
+                    continue
+                vdir = f"{PRIORS}/{name}"
+                if not self.rfs.exists(f"{vdir}/{MANIFEST}"):
+                    self.rfs.delete_dir(vdir)
+                    removed.append(vdir)
+                    continue
+                keep = {MANIFEST, *(e.path for e in self.manifest(int(name[1:])).files.values())}
+                for f in self.rfs.listdir(vdir):
+                    if f not in keep:
+                        self.rfs.delete_file(f"{vdir}/{f}")
+                        removed.append(f"{vdir}/{f}")
+        return removed
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_kinds(kinds: Mapping[str, BoxSet]) -> None:
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise StoreError(f"unknown kind(s) {unknown}; expected some of {list(KINDS)}")
+    for k, bs in kinds.items():
+        if not isinstance(bs, BoxSet):
+            raise TypeError(f"kind {k!r}: expected a BoxSet, got {type(bs).__name__}")
+
+
+def _check_range(bs: BoxSet, kind: str) -> BoxSet:
+    if not len(bs):
+        return bs
+    lo, hi = float(bs.boxes.min()), float(bs.boxes.max())
+    if lo < -_RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
+        raise StoreError(
+            f"{kind} boxes must be normalised to [0, 1] of the image (found coordinates from {lo:.4g} "
+            f"to {hi:.4g}); clip or normalise them before committing"
+        )
+    if lo < 0 or hi > 1:
+        return BoxSet(bs.image_ids, np.clip(bs.boxes, 0.0, 1.0), bs.scores, bs.kinds)
+    return bs
+
+
+def _check_known_images(kinds: Mapping[str, BoxSet], known: np.ndarray, run_dir: object) -> None:
+    known = np.sort(known)
+    for k, bs in kinds.items():
+        ids = np.unique(bs.image_ids)
+        missing = ids[~np.isin(ids, known, assume_unique=True)]
+        if len(missing):
+            raise StoreError(
+                f"{k} boxes reference {len(missing)} image_id(s) not in {run_dir}/{IMAGES_FILE} "
+                f"(e.g. {int(missing[0])}); priors must refer to the run's images"
+            )
+
+
+def _to_boxset(table: pa.Table, source: str) -> BoxSet:
+    try:
+        return BoxSet.from_arrow(table)
+    except (BoxSetError, KeyError, pa.ArrowException) as exc:
+        raise CorruptFileError(f"{source}: invalid box data ({exc})") from None
+
