@@ -9,7 +9,11 @@ from __future__ import annotations
 import click
 
 from flows.cli_data import data
+from flows.cli_eval import eval_group
+from flows.cli_flow import flow_group
 from flows.cli_priors import priors_group
+from flows.cli_runs import runs_group
+from flows.cli_stage import stage_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,6 +33,10 @@ def main() -> None:
     """
 
 
+main.add_command(flow_group)
+main.add_command(stage_group)
+main.add_command(runs_group)
+main.add_command(eval_group)
 main.add_command(priors_group)
 main.add_command(data)
 

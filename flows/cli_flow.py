@@ -1,0 +1,112 @@
+"""``joindet flow run pretrain|finetune`` and ``joindet flow resume RUN``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flows.cli_errors import clean_errors
+from flows.cli_options import (
+    emit_json, output_options, prefect_environment, runner_choice, runner_options, set_option, stderr,
+)
+from flows.reports import format_report
+from flows.runners import RunnerChoice
+
+
+def default_run_dir(dataset: str, preset: str, now: _dt.datetime | None = None) -> Path:
+    """``runs/<dataset>-<preset>-<YYYYmmdd-HHMMSS>`` under the current directory."""
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{dataset}-{preset}-{stamp}"
+
+
+def execute_pretrain(run: Any, choice: RunnerChoice, nproc_per_node: int = 1, quiet: bool = False,
+                     use_prefect: bool = True) -> dict[str, Any]:
+    """Take the run's writer lock (refused clearly when another writer holds it), then pretrain.
+
+    Returns ``PretrainReport.to_dict()``.
+    """
+    from flows.pretrain import PlainSteps, drive_pretrain, pretrain_flow
+    from flows.progress_bars import RichProgress
+
+    with run.lock():
+        if not use_prefect:
+            steps = PlainSteps(RichProgress(quiet=quiet), threads=choice.thread_count(), nproc_per_node=nproc_per_node)
+            return drive_pretrain(run, steps).to_dict()
+        prefect_environment()
+        from flows.runners import build_task_runner
+
+        configured = pretrain_flow.with_options(task_runner=build_task_runner(choice))
+        return configured(run_path=str(run.path), nproc_per_node=nproc_per_node, quiet=quiet, lock_held=True)
+
+
+def _finish(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo("\n".join(format_report(report)))
+
+
+@click.group("flow")
+def flow_group() -> None:
+    """Whole pipelines: pretrain (init, train, mine, smooth, evaluate) and finetune; resume."""
+
+
+@flow_group.group("run")
+def flow_run() -> None:
+    """Start (or continue) a flow."""
+
+
+@flow_run.command("pretrain")
+@click.option("--dataset", default="synthetic", show_default=True, help="synthetic, coco, voc, imagenet, folder, coco-json.")
+@click.option("--data-root", default=None, type=click.Path(), help="Dataset location (default: $JOINDET_DATA or the dataset's own).")
+@click.option("--preset", default="tiny", show_default=True, help="Run preset: tiny, paper, paper-single-scale.")
+@click.option("--run-dir", default=None, type=click.Path(), help="Run directory (default: runs/<dataset>-<preset>-<timestamp>).")
+@click.option("--shards", type=click.IntRange(min=1), default=None, help="Mining shards per version (mine.shards).")
+@click.option("--force", is_flag=True, help="Replace the configuration of an existing run directory (where safe).")
+@set_option
+@runner_options
+@output_options
+@clean_errors
+def pretrain_cmd(dataset: str, data_root: str | None, preset: str, run_dir: str | None, shards: int | None, force: bool,
+                 overrides: tuple[str, ...], workers: int | None, dask_address: str | None, threads: int | None,
+                 nproc_per_node: int, no_prefect: bool, quiet: bool, as_json: bool) -> None:
+    """Pretrain a detector without labels; re-running the same command resumes it."""
+    from pipeline.config import make_config
+    from pipeline.run_dir import RunDir
+
+    choice = runner_choice(workers, dask_address, threads, no_prefect)
+    extra = [f"data.root={data_root}"] if data_root else []
+    extra += [f"mine.shards={shards}"] if shards else []
+    cfg = make_config(preset, dataset, list(overrides) + extra)
+    path = Path(run_dir) if run_dir else default_run_dir(dataset, preset)
+    if not quiet:
+        stderr(f"run directory: {path}  (mining on {choice.describe()})")
+    run = RunDir.create(path, cfg, force=force)
+    _finish(execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect), as_json)
+
+
+@flow_group.command("resume")
+@click.argument("run_path", metavar="RUN", type=click.Path())
+@click.option("--force", is_flag=True, help="Accept a changed configuration (never a changed dataset once priors exist).")
+@set_option
+@runner_options
+@output_options
+@clean_errors
+def resume_cmd(run_path: str, force: bool, overrides: tuple[str, ...], workers: int | None,
+               dask_address: str | None, threads: int | None, nproc_per_node: int, no_prefect: bool,
+               quiet: bool, as_json: bool) -> None:
+    """Continue RUN with its own resolved config: finished stages are skipped by checking the store."""
+    from pipeline.config import RunConfig, apply_overrides
+    from pipeline.run_dir import RunDir
+
+    choice = runner_choice(workers, dask_address, threads, no_prefect)
+    existing = RunDir.open(run_path)
+    cfg = RunConfig.from_dict(existing.config.to_dict())
+    apply_overrides(cfg, list(overrides))
+    # Re-creating with the run's own config re-opens its dataset: a changed dataset (fingerprint)
+    # or a changed config is refused unless --force says it is safe.
+    run = RunDir.create(run_path, cfg, force=force)
+    _finish(execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect), as_json)

@@ -1,0 +1,61 @@
+"""``joindet runs status RUN``: the schedule with done / staged / pending, and the next command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from flows.cli_errors import clean_errors
+from flows.cli_options import emit_json
+
+_STYLE = {"done": "green", "staged": "yellow", "pending": "dim", "failed": "red"}
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    """A rich table of ``RunStatus.to_dict()``: one row per schedule entry."""
+    table = Table(title=f"run {status['path']}", show_lines=False)
+    table.add_column("step")
+    table.add_column("state")
+    table.add_column("detail")
+    for e in status["entries"]:
+        table.add_row(e["name"], f"[{_STYLE.get(e['state'], 'white')}]{e['state']}[/]", e.get("detail", ""))
+    return table
+
+
+def status_footer(status: dict[str, Any]) -> list[str]:
+    latest = status["latest_version"]
+    ckpt = status["last_checkpoint"]
+    lines = [
+        f"latest version: {'none' if latest is None else f'v{latest:04d}'}",
+        f"last checkpoint: {'none' if ckpt is None else f'epoch {ckpt}'}",
+    ]
+    if status.get("quarantined"):
+        lines.append(f"quarantined images: {status['quarantined']}")
+    lines.append(f"next: {status['next_command'] or 'nothing, the run is complete'}")
+    return lines
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """Inspect run directories."""
+
+
+@runs_group.command("status")
+@click.argument("run_path", metavar="RUN", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@clean_errors
+def status_cmd(run_path: str, as_json: bool) -> None:
+    """Where RUN stands: each schedule step done / staged (k of n shards) / pending."""
+    from pipeline.run_dir import RunDir
+
+    status = RunDir.open(run_path).status().to_dict()
+    if as_json:
+        emit_json(status)
+        return
+    console = Console()
+    console.print(status_table(status))
+    for line in status_footer(status):
+        console.print(line, highlight=False)

@@ -1,0 +1,129 @@
+"""``joindet stage run {init,mine,smooth,train,evaluate} --run RUN``: one stage alone.
+
+For a stage that failed or must be redone. Each holds the run's writer lock while it writes;
+``--force`` on a committed version moves the old one aside (never deletes it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from flows.cli_errors import clean_errors
+from flows.cli_options import emit_json, output_options, prefect_environment, stderr
+from flows.progress_bars import RichProgress, format_summary
+from flows.runners import RunnerChoice
+
+STAGES = ("init", "mine", "smooth", "train", "evaluate")
+
+
+def next_version(run: Any) -> int | None:
+    """The first version of the schedule after v0 that is not committed (None: all are)."""
+    committed = set(run.store.versions())
+    return next((v for v in run.config.schedule.versions()[1:] if v not in committed), None)
+
+
+def next_train_end(run: Any) -> int:
+    """End epoch (exclusive) of the block the next training epoch belongs to."""
+    last = run.last_checkpoint()
+    first_todo = 0 if last is None else last + 1
+    for _, end in run.config.schedule.blocks():
+        if first_todo < end:
+            return end
+    return run.config.schedule.epochs
+
+
+def mine_with_dask(run: Any, version: int, shard_ids: list[int] | None, choice: RunnerChoice) -> dict[str, Any]:
+    """Mine the missing shards of ``version`` through a Prefect flow on a Dask task runner."""
+    from prefect import flow, unmapped
+
+    from flows.runners import build_task_runner
+    from flows.tasks import mine_shard_task
+
+    done = run.store.done_shards(version)
+    todo = [s for s in (shard_ids if shard_ids is not None else range(run.config.mine.shards)) if s not in done]
+
+    @flow(name="joindet-mine", task_runner=build_task_runner(choice), validate_parameters=False)
+    def mine_flow(run_path: str, version: int, shard_ids: list[int]) -> list[dict[str, Any]]:
+        futures = mine_shard_task.map(unmapped(run_path), unmapped(version), shard_ids)
+        return [f.result().to_dict() for f in futures]
+
+    prefect_environment()
+    results = mine_flow(str(run.path), version, todo) if todo else []
+    failed = [tuple(row) for r in results for row in r.get("failed", [])]
+    if failed:
+        run.add_quarantine(failed)
+    return {"version": version, "mined": todo, "reused": sorted(set(done)), "failed": len(failed)}
+
+
+def run_stage(run: Any, stage: str, version: int | None, epoch: int | None, shard_ids: list[int] | None,
+              force: bool, choice: RunnerChoice, nproc_per_node: int, progress: Any) -> dict[str, Any]:
+    """Run one stage on ``run`` under its writer lock; returns ``{"stage", "skipped", "summary"}``."""
+    from pipeline import stages
+
+    with run.lock():
+        if stage == "init":
+            return stages.init_priors(run, progress=progress, force=force).to_dict()
+        if stage in ("mine", "smooth"):
+            version = version if version is not None else next_version(run)
+            if version is None:
+                raise click.UsageError(f"every version of {run.path}'s schedule is committed; give --version N (with --force to redo smooth)")
+            if stage == "smooth":
+                return stages.smooth(run, version, progress=progress, force=force).to_dict()
+            if choice.uses_dask:
+                return {"stage": "mine", "skipped": False, "summary": mine_with_dask(run, version, shard_ids, choice)}
+            return stages.mine(run, version, shard_ids=shard_ids, progress=progress).to_dict()
+        if stage == "train":
+            end = epoch if epoch is not None else next_train_end(run)
+            if nproc_per_node > 1:
+                from flows.torchrun import run_torchrun
+
+                run_torchrun(run.path, end, nproc_per_node)
+                return {"stage": "train", "skipped": False, "summary": {"end_epoch": end, "last_checkpoint": run.last_checkpoint()}}
+            return stages.train(run, end, progress=progress).to_dict()
+        if stage == "evaluate":
+            if epoch is not None:
+                return {"stage": "evaluate", "skipped": False, "summary": stages.evaluate_proposals(run, epoch=epoch)}
+            versions = [version] if version is not None else None
+            return {"stage": "evaluate", "skipped": False, "summary": stages.evaluate_priors(run, versions=versions)}
+    raise click.UsageError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+
+
+@click.group("stage")
+def stage_group() -> None:
+    """Single stages, for a stage that failed or must be redone."""
+
+
+@stage_group.command("run")
+@click.argument("stage", type=click.Choice(STAGES))
+@click.option("--run", "run_path", required=True, type=click.Path(), help="The run directory.")
+@click.option("--version", "version", type=click.IntRange(min=0), default=None,
+              help="Prior version (mine, smooth, evaluate); default: the next one of the schedule.")
+@click.option("--epoch", type=click.IntRange(min=0), default=None,
+              help="train: end epoch (exclusive; default: end of the current block); evaluate: checkpoint epoch.")
+@click.option("--shard", "shards", type=click.IntRange(min=0), multiple=True, help="mine: only these shards (repeatable).")
+@click.option("--force", is_flag=True, help="Redo a committed version (init, smooth); the old one is moved aside.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="mine: local Dask cluster of N processes.")
+@click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="mine: an existing Dask cluster.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True, help="train: torchrun processes.")
+@output_options
+@clean_errors
+def stage_run_cmd(stage: str, run_path: str, version: int | None, epoch: int | None, shards: tuple[int, ...], force: bool,
+                  workers: int | None, dask_address: str | None, nproc_per_node: int, quiet: bool, as_json: bool) -> None:
+    """Run STAGE alone on a run: init, mine, smooth, train or evaluate."""
+    from pipeline.run_dir import RunDir
+
+    choice = RunnerChoice(workers=workers, dask_address=dask_address)
+    run = RunDir.open(run_path)
+    progress = RichProgress(quiet=quiet or as_json)
+    result = run_stage(run, stage, version, epoch, list(shards) or None, force, choice, nproc_per_node, progress)
+    if as_json:
+        emit_json(result)
+        return
+    state = "skipped (already done)" if result.get("skipped") else "done"
+    click.echo(f"{stage}: {state}")
+    if result.get("summary"):
+        click.echo(format_summary(stage, result["summary"]))
+    if not quiet:
+        stderr(f"next: joindet runs status {run.path}")
