@@ -1,0 +1,71 @@
+"""BoxSet: construction, validation, sorted lookup and Arrow round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from priors import BoxSet, BoxSetError
+
+
+def _random(n: int, seed: int = 0, n_images: int = 5) -> BoxSet:
+    rng = np.random.default_rng(seed)
+    xy = rng.random((n, 2)) * 0.5
+    return BoxSet.from_arrays(rng.integers(0, n_images, n), np.concatenate([xy, xy + rng.random((n, 2)) * 0.5], 1),
+                              rng.random(n), rng.integers(0, 3, n).astype(np.int8))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 60), st.integers(0, 10_000), st.integers(1, 8))
+def test_sorted_stable_and_lookup(n: int, seed: int, n_images: int) -> None:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, n_images, n)
+    xy = rng.random((n, 2)) * 0.5
+    boxes = np.concatenate([xy, xy + 0.1], 1)
+    bs = BoxSet.from_arrays(ids, boxes, np.arange(n))
+    assert (np.diff(bs.image_ids) >= 0).all()
+    for img in range(n_images):
+        part = bs.for_image(img)
+        expected_scores = np.flatnonzero(ids == img).astype(np.float32)  # original order kept
+        np.testing.assert_array_equal(part.scores, expected_scores)
+    assert BoxSet.from_arrow(bs.to_arrow()).equals(bs)
+
+
+def test_offsets_slices_match_for_image() -> None:
+    bs = _random(50, seed=3, n_images=6)
+    ids = np.arange(8)
+    off = bs.offsets(ids)
+    for i, img in enumerate(ids):
+        assert off[i + 1] - off[i] == len(bs.for_image(int(img)))
+
+
+def test_concat_and_kinds() -> None:
+    a = _random(10).with_kind("region")
+    b = _random(7, seed=1).with_kind("instance")
+    both = BoxSet.concat([a, b])
+    assert len(both) == 17 and len(both.of_kind("region")) == 10 and len(both.of_kind("instance")) == 7
+    assert set(both.kind_names()) == {"region", "instance"}
+    assert len(BoxSet.concat([])) == 0
+
+
+@pytest.mark.parametrize(
+    ("boxes", "message"),
+    [
+        ([[0, 0, np.nan, 1]], "NaN or infinite"),
+        ([[0, 0, np.inf, 1]], "NaN or infinite"),
+        ([[0.5, 0, 0.4, 1]], "malformed"),
+        ([[0, 0, 1]], r"shape \[N, 4\]"),
+    ],
+)
+def test_rejects_bad_boxes(boxes: list, message: str) -> None:
+    with pytest.raises(BoxSetError, match=message):
+        BoxSet.from_arrays([0], boxes)
+
+
+def test_rejects_bad_kind_and_lengths() -> None:
+    with pytest.raises(BoxSetError, match="unknown kind 'proposal'"):
+        BoxSet.from_arrays([0], [[0, 0, 1, 1]], kinds="proposal")
+    with pytest.raises(BoxSetError, match="scores has 2 rows"):
+        BoxSet.from_arrays([0], [[0, 0, 1, 1]], [0.1, 0.2])
