@@ -1,8 +1,64 @@
-"""``joindet data ...``: datasets (synthetic scenes generation)."""
+"""``joindet data ...``: generate the synthetic scenes dataset, check a dataset's images."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
+
+from flows.cli_errors import clean_errors
+from pipeline.data import DATASET_NAMES, ImageLoadError, generate_synthetic, open_dataset
 
 
 @click.group("data")
 def data() -> None:
-    """Datasets: generate the built-in synthetic scenes dataset."""
+    """Datasets: generate the built-in synthetic scenes dataset, check a dataset."""
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--images", default=96, show_default=True, type=click.IntRange(min=1), help="Training images.")
+@click.option("--val-images", default=None, type=click.IntRange(min=0), help="Validation images [default: a third of --images].")
+@click.option("--size", default=160, show_default=True, type=click.IntRange(min=16), help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same dataset.")
+@click.option("--format", "image_format", default="jpg", show_default=True, type=click.Choice(["jpg", "png"]))
+@clean_errors
+def synth(out: Path, images: int, val_images: int | None, size: int, seed: int, image_format: str) -> None:
+    """Write synthetic scenes with COCO ground truth into OUT (a new folder).
+
+    OUT/train, OUT/val and OUT/annotations/instances_{train,val}.json; use it with
+    --dataset synthetic --data-root OUT (or --dataset coco-json).
+    """
+    generate_synthetic(out, images, size, seed, val_images=val_images, image_format=image_format)
+    n_val = max(1, images // 3) if val_images is None else val_images
+    click.echo(f"wrote {images} train and {n_val} val images ({size}x{size}, seed {seed}) to {out}")
+
+
+@data.command("check")
+@click.option("--dataset", "name", required=True, type=click.Choice(DATASET_NAMES), help="Dataset name.")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, help="Dataset root (else $JOINDET_DATA/<name>).")
+@click.option("--split", default="train", show_default=True)
+@click.option("--annotations", type=click.Path(path_type=Path), default=None, help="COCO JSON (coco-json).")
+@click.option("--class-list", type=click.Path(path_type=Path), default=None, help="Class folders to keep (imagenet).")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Decode only the first N images.")
+@clean_errors
+def check(name: str, data_root: Path | None, split: str, annotations: Path | None, class_list: Path | None, limit: int | None) -> None:
+    """Open a dataset, decode its images, and list those that would be quarantined."""
+    ds = open_dataset(name, root=data_root, split=split, annotations=annotations, class_list=class_list)
+    ids = ds.image_ids()
+    if limit is not None:
+        ids = ids[:limit]
+    bad: list[ImageLoadError] = []
+    for image_id in ids:
+        try:
+            ds.load(int(image_id))
+        except ImageLoadError as exc:
+            bad.append(exc)
+    gt = ds.coco_ground_truth()
+    boxes = "no boxes" if gt is None else f"{len(gt['annotations'])} boxes, {len(ds.categories())} categories"
+    click.echo(f"{ds.name} ({split}) at {ds.root}: {len(ds)} images, {boxes}, fingerprint {ds.fingerprint()[:12]}")
+    click.echo(f"decoded {len(ids) - len(bad)} of {len(ids)} images; {len(bad)} would be skipped (quarantined)")
+    for exc in bad[:20]:
+        click.echo(f"  {exc.image_id}  {exc.file}: {exc.reason}")
+    if len(bad) > 20:
+        click.echo(f"  ... and {len(bad) - 20} more")
