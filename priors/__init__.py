@@ -1,6 +1,12 @@
 """Object priors: the prior store and the prior algorithms (pure functions on arrays and BoxSets)."""
 
+from priors.attention import eigen_attention
 from priors.boxset import BoxSet, BoxSetError
+from priors.instances import instance_priors
+from priors.regions import region_priors
+from priors.smooth import box_smooth
+from priors.sources import random_crops, selective_search
+from priors.updates import STRATEGIES, update_priors
 from priors.churn import Churn, churn, match_boxes, pairwise_iou
 from priors.store import PriorStore
 from priors.store_errors import (
@@ -18,3 +24,5 @@ __all__ = ["BoxSet", "BoxSetError"]
 __all__ += ["Churn", "churn", "match_boxes", "pairwise_iou", "PriorStore", "read_images_table", "write_images_table"]
 __all__ += ["CorruptFileError", "RunNotFoundError", "SchemaVersionError", "StoreError", "StoreLockedError"]
 __all__ += ["VersionExistsError", "VersionNotFoundError"]
+__all__ += ["eigen_attention", "region_priors", "instance_priors", "box_smooth"]
+__all__ += ["update_priors", "STRATEGIES", "random_crops", "selective_search"]
