@@ -1,0 +1,359 @@
+"""One pretraining run on disk: ``run.json``, ``images.parquet``, checkpoints, quarantine, store.
+
+Layout (DESIGN.md, "The run directory and the prior store")::
+
+    RUN/run.json  images.parquet  quarantine.parquet  priors/  attention/  checkpoints/  metrics/
+
+``run.json`` pins the resolved configuration and the dataset (name, root, fingerprint) so that
+every later stage, in any process, reopens exactly the same run: ``RunDir.open(path)``.
+Local paths only for now (object-store URLs are a later step of the store).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import RunConfig
+from pipeline.data import open_dataset
+from pipeline.checkpoints import checkpoint_name, latest_epoch
+from priors import PriorStore, write_images_table
+from storage_schema import IMAGES_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION
+
+RUN_JSON = "run.json"
+IMAGES_FILE = "images.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+
+
+class RunMismatchError(ValueError):
+    """An existing run directory was created with another configuration or dataset."""
+
+
+class RunNotFoundError(FileNotFoundError):
+    """The path is not a joindet run directory (no run.json)."""
+
+
+@dataclass
+class ScheduleEntry:
+    """One step of the run's schedule and how far it got.
+
+    ``state`` is ``done``, ``staged`` (partly done: some shards mined, some epochs trained) or
+    ``pending``; ``detail`` says how much (``"1 of 2 shards"``, ``"epochs 0-1 of 0-3"``).
+    """
+
+    name: str
+    state: str
+    detail: str = ""
+
+
+@dataclass
+class RunStatus:
+    """Where a run stands: its schedule entries, latest version, last checkpoint, next command."""
+
+    path: str
+    entries: list[ScheduleEntry] = field(default_factory=list)
+    latest_version: int | None = None
+    last_checkpoint: int | None = None
+    quarantined: int = 0
+    next_command: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return all(e.state == "done" for e in self.entries)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "complete": self.complete}
+
+
+# One PriorStore per run directory and process: the store's lock is re-entrant per store object,
+# so every RunDir of the same run (the flow's, each mining thread's) must share it.
+_STORES: dict[tuple[int, str], PriorStore] = {}
+
+
+def _shared_store(path: Path) -> PriorStore:
+    key = (os.getpid(), str(path.resolve()))
+    with _HELD_MUTEX:
+        store = _STORES.get(key)
+        if store is None:
+            store = _STORES[key] = PriorStore(path)
+        return store
+
+
+# Re-entrant writer lock per process: the flow holds the run's lock for a whole flow run and the
+# stages it calls (possibly from worker threads) take it again without deadlocking on themselves.
+_HELD: dict[str, tuple[int, Any]] = {}
+_HELD_MUTEX = threading.Lock()
+
+
+class RunDir:
+    """Paths and small tables of one run. Build with :meth:`create` or :meth:`open`."""
+
+    def __init__(self, path: Path, info: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.info = info
+        self.config = RunConfig.from_dict(info["config"])
+        self.store = _shared_store(self.path)
+        self._images: pa.Table | None = None
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(cls, path: str | Path, cfg: RunConfig, dataset: Any = None, force: bool = False) -> "RunDir":
+        """Create the run (or reopen it when config digest and dataset fingerprint agree).
+
+        ``dataset``: an opened ``pipeline.data.Dataset``; None opens ``cfg.data`` (split
+        ``cfg.data.split``). With ``force``, a changed configuration replaces run.json (the old one
+        is kept beside it) as long as the dataset index is the same; a different dataset is never
+        forced onto a run with priors, because their image ids would no longer mean the same images.
+        """
+        path = Path(path)
+        cfg.validate()
+        if dataset is None:
+            dataset = open_dataset(
+                cfg.data.dataset, root=cfg.data.root, split=cfg.data.split,
+                annotations=cfg.data.annotations, class_list=cfg.data.class_list,
+            )
+        fingerprint = dataset.fingerprint()
+        if (path / RUN_JSON).exists():
+            run = cls.open(path)
+            problems = _differences(run, cfg, fingerprint)
+            if not problems:
+                return run
+            if not force:
+                raise RunMismatchError(
+                    f"{path / RUN_JSON} was created with a different setup ({'; '.join(problems)}); "
+                    "use a new --run-dir, or --force to replace the configuration"
+                )
+            if run.info["dataset"]["fingerprint"] != fingerprint and run.store.versions():
+                raise RunMismatchError(
+                    f"{path / RUN_JSON}: the dataset differs from the one this run's priors were mined on "
+                    "(fingerprint changed); --force cannot replace it, use a new --run-dir"
+                )
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            os.replace(path / RUN_JSON, path / f"{RUN_JSON}.replaced-{stamp}")
+        path.mkdir(parents=True, exist_ok=True)
+        index = dataset.index()
+        if not (path / IMAGES_FILE).exists() or force:
+            write_images_table(path, index)
+        info = {
+            "schema_version": SCHEMA_VERSION,
+            "config": cfg.to_dict(),
+            "config_digest": cfg.digest(),
+            "dataset": {
+                "name": dataset.name,
+                "root": str(dataset.root),
+                "fingerprint": fingerprint,
+                "num_images": int(index.num_rows),
+                "split": dataset.split,
+            },
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "joindet_version": _joindet_version(),
+        }
+        _atomic_write(path / RUN_JSON, json.dumps(info, indent=2, sort_keys=True).encode())
+        return cls(path, info)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """Open an existing run; a clear error when the path is missing or not a run."""
+        path = Path(path)
+        if not path.exists():
+            raise RunNotFoundError(f"run directory {path} does not exist; create it with `joindet flow run pretrain --run-dir {path}`")
+        meta = path / RUN_JSON
+        if not meta.is_file():
+            raise RunNotFoundError(f"{path} is not a joindet run (no {RUN_JSON}); point at the directory a pretrain flow created")
+        try:
+            info = json.loads(meta.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunMismatchError(f"{meta} is not valid JSON ({exc}); restore it or start a new run") from None
+        for key in ("schema_version", "config", "config_digest", "dataset"):
+            if key not in info:
+                raise RunMismatchError(f"{meta} has no {key!r} field; it was not written by joindet")
+        if info["schema_version"] != SCHEMA_VERSION:
+            raise RunMismatchError(
+                f"{meta}: schema_version {info['schema_version']} is not supported (this joindet reads "
+                f"{SCHEMA_VERSION}); use the joindet version that created the run"
+            )
+        return cls(path, info)
+
+    # ------------------------------------------------------------------ data
+    def dataset(self, split: str | None = None) -> Any:
+        """The run's dataset re-opened from run.json; ``split`` None: the pretraining split.
+
+        Other splits (``data.eval_split``) are opened from the same recorded dataset root.
+        """
+        d = self.info["dataset"]
+        cfg = self.config.data
+        split = d["split"] if split is None else split
+        return open_dataset(
+            d["name"], root=d["root"], split=split,
+            annotations=cfg.annotations if split == d["split"] else None, class_list=cfg.class_list,
+        )
+
+    def images(self) -> pa.Table:
+        """The pinned dataset index (IMAGES_SCHEMA), sorted by image_id."""
+        if self._images is None:
+            table = pq.read_table(self.path / IMAGES_FILE)
+            self._images = table.select(IMAGES_SCHEMA.names).cast(IMAGES_SCHEMA)
+        return self._images
+
+    def image_ids(self) -> np.ndarray:
+        """int64 [N] image ids of the index, sorted."""
+        return self.images().column("image_id").to_numpy()
+
+    def shards(self, num_shards: int) -> list[np.ndarray]:
+        """Contiguous ranges of the index's image ids, ``num_shards`` of them (some may be empty)."""
+        if num_shards < 1:
+            raise ValueError(f"num_shards={num_shards} must be at least 1 (mine.shards in the config)")
+        return [np.asarray(s, np.int64) for s in np.array_split(self.image_ids(), num_shards)]
+
+    # ------------------------------------------------------------------ quarantine
+    def quarantine(self) -> pa.Table:
+        """Images that could not be read (QUARANTINE_SCHEMA); empty when none."""
+        f = self.path / QUARANTINE_FILE
+        if not f.exists():
+            return QUARANTINE_SCHEMA.empty_table()
+        return pq.read_table(f).select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+
+    def quarantined_ids(self) -> set[int]:
+        return set(self.quarantine().column("image_id").to_pylist())
+
+    def add_quarantine(self, rows: Iterable[tuple[int, str, str]] | pa.Table) -> int:
+        """Add ``(image_id, file, reason)`` rows (first reason of an id wins); returns rows added.
+
+        Callers hold the run's lock (the file is rewritten whole, atomically).
+        """
+        new = rows if isinstance(rows, pa.Table) else _quarantine_table(list(rows))
+        old = self.quarantine()
+        known = set(old.column("image_id").to_pylist())
+        seen: set[int] = set()
+        keep = []
+        for i, image_id in enumerate(new.column("image_id").to_pylist()):
+            if image_id not in known and image_id not in seen:
+                keep.append(i)
+                seen.add(image_id)
+        if not keep:
+            return 0
+        merged = pa.concat_tables([old, new.cast(QUARANTINE_SCHEMA).take(keep)]).sort_by("image_id")
+        tmp = self.path / f".{QUARANTINE_FILE}.{os.getpid()}.tmp"
+        pq.write_table(merged, tmp)
+        os.replace(tmp, self.path / QUARANTINE_FILE)
+        return len(keep)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.path / "checkpoints" / checkpoint_name(epoch)
+
+    def last_checkpoint(self) -> int | None:
+        """Epoch of the newest checkpoint file, or None."""
+        return latest_epoch(self.path / "checkpoints")
+
+    def metrics_dir(self) -> Path:
+        d = self.path / "metrics"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # ------------------------------------------------------------------ lock
+    @contextmanager
+    def lock(self) -> Iterator["RunDir"]:
+        """The run's single-writer lock (the store's), re-entrant within this process."""
+        key = str(self.path.resolve())
+        with _HELD_MUTEX:
+            depth, cm = _HELD.get(key, (0, None))
+            if depth == 0:
+                cm = self.store.lock()
+                cm.__enter__()
+            _HELD[key] = (depth + 1, cm)
+        try:
+            yield self
+        finally:
+            with _HELD_MUTEX:
+                depth, cm = _HELD[key]
+                if depth == 1:
+                    del _HELD[key]
+                    cm.__exit__(None, None, None)
+                else:
+                    _HELD[key] = (depth - 1, cm)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> RunStatus:
+        """Per schedule entry: done / staged / pending, plus the command that continues the run."""
+        sched = self.config.schedule
+        versions = set(self.store.versions())
+        last = self.last_checkpoint()
+        num_shards = self.config.mine.shards
+        entries = [ScheduleEntry("init v0000", "done" if 0 in versions else "pending")]
+        blocks = sched.blocks()
+        for k, (start, end) in enumerate(blocks):
+            trained = 0 if last is None else max(0, min(last + 1, end) - start)
+            state = "done" if trained == end - start else ("staged" if trained else "pending")
+            entries.append(ScheduleEntry(f"train epochs {start}-{end - 1}", state, f"{trained} of {end - start} epochs"))
+            if k == len(blocks) - 1:
+                break
+            if end in versions:
+                entries += [ScheduleEntry(f"mine v{end:04d}", "done"), ScheduleEntry(f"smooth v{end:04d}", "done")]
+                continue
+            done = len(self.store.done_shards(end))
+            mstate = "done" if done >= num_shards else ("staged" if done else "pending")
+            entries.append(ScheduleEntry(f"mine v{end:04d}", mstate, f"{min(done, num_shards)} of {num_shards} shards"))
+            entries.append(ScheduleEntry(f"smooth v{end:04d}", "pending"))
+        status = RunStatus(
+            path=str(self.path), entries=entries, latest_version=max(versions) if versions else None,
+            last_checkpoint=last, quarantined=self.quarantine().num_rows,
+        )
+        if not status.complete:
+            status.next_command = f"joindet flow resume {self.path}"
+        return status
+
+
+# ---------------------------------------------------------------------- helpers
+def _differences(run: RunDir, cfg: RunConfig, fingerprint: str) -> list[str]:
+    problems = []
+    if run.info["config_digest"] != cfg.digest():
+        old, new = _flatten(run.config.to_dict()), _flatten(cfg.to_dict())
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        problems.append(f"config changed: {shown}" + (" ..." if len(changed) > 5 else ""))
+    if run.info["dataset"]["fingerprint"] != fingerprint:
+        problems.append("dataset index changed (fingerprint differs)")
+    return problems
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _quarantine_table(rows: list[tuple[int, str, str]]) -> pa.Table:
+    return pa.table(
+        {"image_id": [int(r[0]) for r in rows], "file": [str(r[1]) for r in rows], "reason": [str(r[2]) for r in rows]},
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _joindet_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("joindet")
+    except Exception:  # not installed (running from a checkout)
+        return "unknown"
