@@ -40,13 +40,14 @@ def torchrun_command(run_path: str | Path, end_epoch: int, nproc_per_node: int, 
     ]
 
 
-def run_torchrun(run_path: str | Path, end_epoch: int, nproc_per_node: int, env: dict[str, str] | None = None) -> None:
+def run_torchrun(run_path: str | Path, end_epoch: int, nproc_per_node: int, env: dict[str, str] | None = None,
+                 python: str = sys.executable) -> None:
     """Run the train stage under torchrun and wait; raise DistributedTrainError naming the exit code.
 
     The flow that calls this holds the run's writer lock; the worker processes are its children
     and are told so through ``JOINDET_LOCK_HELD_BY`` (the parent's pid) so they need not take it.
     """
-    cmd = torchrun_command(run_path, end_epoch, nproc_per_node)
+    cmd = torchrun_command(run_path, end_epoch, nproc_per_node, python=python)
     child_env = dict(os.environ if env is None else env)
     child_env["JOINDET_LOCK_HELD_BY"] = str(os.getpid())
     # One thread per process: G processes share the machine's cores.
