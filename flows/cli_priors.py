@@ -1,8 +1,298 @@
-"""``joindet priors ...``: inspect, compare, export, import, verify and clean the prior store."""
+"""``joindet priors ...``: inspect, compare, export, import, verify and clean the prior store.
+
+Every command turns store errors (missing run, missing version, corrupt file) into one line on
+stderr and exit code 1 (``clean_errors``); ``verify`` exits 1 when it finds problems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
+
+from flows.cli_errors import clean_errors
+from priors import PriorStore, churn, read_images_table, write_images_table
+from priors.coco_io import export_coco_results, read_coco
+from priors.store_errors import RunNotFoundError, StoreError, VersionNotFoundError
+from storage_schema import KINDS, Manifest
+
+_RUN = click.argument("run_path", metavar="RUN", type=click.Path())
+_KIND_COLOURS = {"region": "cyan", "instance": "magenta", "smoothed": "green"}
+
+
+def console() -> Console:
+    """Rich console; wide when piped so tables are not cut to 80 columns."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def open_store(run_path: str) -> PriorStore:
+    """The store of an existing run directory (``RunNotFoundError`` otherwise)."""
+    store = PriorStore(run_path)
+    store.require_run()
+    return store
+
+
+def pick_version(store: PriorStore, version: int | None) -> int:
+    """``version`` or the latest committed one; a clear error when the run has none."""
+    if version is not None:
+        return version
+    latest = store.latest()
+    if latest is None:
+        raise VersionNotFoundError(f"run {store.run_dir} has no committed prior version yet")
+    return latest
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def manifest_row(m: Manifest) -> dict[str, Any]:
+    """The figures of one version shown by ``ls`` (also its --json output)."""
+    s = m.stats.get("smoothed", {})
+    return {
+        "version": m.version,
+        "parent": m.parent,
+        "created": m.created,
+        "kinds": {k: m.files[k].rows for k in m.kinds},
+        "num_images": m.num_images,
+        "num_boxes": m.num_boxes,
+        "boxes_per_image_mean": s.get("boxes_per_image_mean"),
+        "boxes_per_image_median": s.get("boxes_per_image_median"),
+        "mean_box_area": s.get("mean_box_area"),
+        "churn": m.stats.get("churn"),
+        "checkpoint_digest": m.checkpoint_digest,
+        "config_digest": m.config_digest,
+        "bytes": sum(f.bytes for f in m.files.values()),
+    }
 
 
 @click.group("priors")
 def priors_group() -> None:
     """Inspect and manage the versioned prior store of a run."""
+
+
+@priors_group.command("ls")
+@_RUN
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list (machine-readable).")
+@clean_errors
+def ls_cmd(run_path: str, as_json: bool) -> None:
+    """Committed versions of RUN with counts and statistics."""
+    store = open_store(run_path)
+    rows = [manifest_row(store.manifest(v)) for v in store.versions()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    if not rows:
+        click.echo(f"{run_path}: no committed prior versions")
+        return
+    table = Table(title=f"prior versions of {run_path}")
+    for col in ("version", "parent", "kinds (boxes)", "images", "boxes/img mean", "median",
+                "mean area", "churn matched/added/removed", "mean IoU", "created"):
+        table.add_column(col, justify="left" if col in ("kinds (boxes)", "created") else "right")
+    for r in rows:
+        c = r["churn"] or {}
+        table.add_row(
+            f"v{r['version']:04d}", _fmt(r["parent"]), ", ".join(f"{k} {n}" for k, n in r["kinds"].items()),
+            str(r["num_images"]), _fmt(r["boxes_per_image_mean"], 2), _fmt(r["boxes_per_image_median"], 1),
+            _fmt(r["mean_box_area"], 4),
+            f"{c['matched']}/{c['added']}/{c['removed']}" if c else "-", _fmt(c.get("mean_iou")), r["created"],
+        )
+    console().print(table)
+
+
+@priors_group.command("show")
+@_RUN
+@click.option("--version", "-v", "version", type=int, default=None, help="Version (default: the latest).")
+@click.option("--image", "image_id", type=int, default=None, help="Show the boxes of this image_id.")
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind (default: all stored).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@clean_errors
+def show_cmd(run_path: str, version: int | None, image_id: int | None, kind: str | None, as_json: bool) -> None:
+    """A version's manifest and statistics, or one image's boxes (--image)."""
+    store = open_store(run_path)
+    v = pick_version(store, version)
+    m = store.manifest(v)
+    kinds = [kind] if kind else m.kinds
+    if kind and kind not in m.files:
+        raise VersionNotFoundError(f"prior version {v} of run {run_path} has no {kind!r} boxes (kinds: {m.kinds})")
+    if image_id is None:
+        if as_json:
+            click.echo(json.dumps(m.to_dict(), indent=2, sort_keys=True))
+            return
+        out = console()
+        out.print(f"[bold]v{v:04d}[/] parent {_fmt(m.parent)}, created {m.created}, {m.num_images} images, "
+                      f"checkpoint {m.checkpoint_digest or '-'}, config {m.config_digest or '-'}")
+        table = Table(title="files and statistics")
+        for col in ("kind", "file", "rows", "bytes", "images with boxes", "boxes/img mean", "median", "mean area", "mean score"):
+            table.add_column(col)
+        for k in kinds:
+            f, s = m.files[k], m.stats.get(k, {})
+            table.add_row(k, f.path, str(f.rows), str(f.bytes), _fmt(s.get("images_with_boxes")),
+                          _fmt(s.get("boxes_per_image_mean"), 2), _fmt(s.get("boxes_per_image_median"), 1),
+                          _fmt(s.get("mean_box_area"), 4), _fmt(s.get("mean_score")))
+        out.print(table)
+        extra = {k: val for k, val in m.stats.items() if k not in KINDS}
+        if extra:
+            out.print("other statistics: " + json.dumps(extra, sort_keys=True))
+        return
+    rows = []
+    for k in kinds:
+        bs = store.read(v, k).for_image(image_id)
+        rows += [{"kind": k, "xyxy": [round(float(x), 5) for x in b], "score": round(float(s), 5)}
+                 for b, s in zip(bs.boxes, bs.scores)]
+    if as_json:
+        click.echo(json.dumps({"version": v, "image_id": image_id, "boxes": rows}, indent=2))
+        return
+    table = Table(title=f"v{v:04d} image {image_id}: {len(rows)} boxes (normalised xyxy)")
+    for col in ("kind", "x0", "y0", "x1", "y1", "score"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(f"[{_KIND_COLOURS[r['kind']]}]{r['kind']}[/]", *(f"{x:.4f}" for x in r["xyxy"]), f"{r['score']:.3f}")
+    console().print(table)
+
+
+@priors_group.command("diff")
+@_RUN
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@click.option("--kind", type=click.Choice(KINDS), default="smoothed", show_default=True)
+@click.option("--iou", "iou_thr", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="IoU at or above which two boxes match.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Images that changed most.")
+@click.option("--json", "as_json", is_flag=True)
+@clean_errors
+def diff_cmd(run_path: str, a: int, b: int, kind: str, iou_thr: float, top: int, as_json: bool) -> None:
+    """Churn from version A to version B: matched / added / removed boxes, mean IoU of matched."""
+    store = open_store(run_path)
+    ch = churn(store.read(a, kind), store.read(b, kind), iou_thr)
+    result = {"a": a, "b": b, "kind": kind, "iou_thr": iou_thr, **ch.summary(), "most_changed": ch.most_changed(top)}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    out = console()
+    out.print(f"v{a:04d} -> v{b:04d} ({kind}, IoU >= {iou_thr}): matched {ch.matched}, added {ch.added}, "
+                  f"removed {ch.removed}, mean IoU of matched {_fmt(result['mean_iou'])}")
+    if result["most_changed"]:
+        table = Table(title="images that changed most")
+        for col in ("image_id", "matched", "added", "removed"):
+            table.add_column(col, justify="right")
+        for r in result["most_changed"]:
+            table.add_row(*(str(r[c]) for c in ("image_id", "matched", "added", "removed")))
+        out.print(table)
+
+
+@priors_group.command("export")
+@_RUN
+@click.option("--version", "-v", "version", type=int, required=True)
+@click.option("--kind", type=click.Choice(KINDS), default="smoothed", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), required=True,
+              help="COCO results JSON to write ('-' for stdout).")
+@clean_errors
+def export_cmd(run_path: str, version: int, kind: str, output: str) -> None:
+    """Write a version as COCO results JSON (image_id, bbox [x, y, w, h] pixels, score, category_id 1)."""
+    store = open_store(run_path)
+    results = export_coco_results(store.read(version, kind), read_images_table(run_path))
+    if output == "-":
+        json.dump(results, sys.stdout)
+        return
+    Path(output).write_text(json.dumps(results), encoding="utf-8")
+    click.echo(f"wrote {len(results)} boxes of v{version:04d} ({kind}) to {output}", err=True)
+
+
+@priors_group.command("import")
+@_RUN
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--version", "-v", "version", type=int, required=True)
+@click.option("--parent", type=int, default=None, help="Record this version as parent (churn is computed against it).")
+@click.option("--force", is_flag=True, help="Move an existing version aside (priors/_replaced/) and import.")
+@clean_errors
+def import_cmd(run_path: str, file: str, version: int, parent: int | None, force: bool) -> None:
+    """Import a COCO annotations JSON (creates RUN if missing) or results JSON as version V ("smoothed").
+
+    Boxes reaching outside their image are clipped to it; boxes with zero area after clipping or
+    malformed ones are rejected; the counts are printed.
+    """
+    try:
+        doc = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{file} is not valid JSON ({exc})") from None
+    store = PriorStore(run_path)
+    has_index = store.exists() and Path(run_path, "images.parquet").exists()
+    if not has_index and not isinstance(doc, dict):
+        if not store.exists():
+            raise RunNotFoundError(
+                f"run directory {run_path} does not exist; a COCO results JSON has no image sizes, so import "
+                "the dataset's annotations JSON first (it creates the run)"
+            )
+    imp = read_coco(doc, read_images_table(run_path) if has_index else None, source=file)
+    # a run that does not exist yet has nothing to lock; commit takes the lock once it does
+    with store.lock() if store.exists() else contextlib.nullcontext():
+        if force and store.has_version(version):
+            moved = store.move_aside(version)
+            click.echo(f"moved the existing v{version:04d} to {moved}", err=True)
+        if not has_index:
+            write_images_table(run_path, imp.images)
+        m = store.commit(version, {"smoothed": imp.boxes}, parent=parent,
+                         extra_stats={"imported_from": Path(file).name, "import": imp.summary()})
+    s = imp.summary()
+    click.echo(
+        f"imported {s['imported']} of {s['boxes_in_file']} boxes from {file} as v{m.version:04d} "
+        f"({m.num_images} images); clipped to the image: {s['clipped']}, rejected: "
+        f"{s['rejected_degenerate']} empty after clipping, {s['rejected_malformed']} malformed"
+    )
+
+
+@priors_group.command("verify")
+@_RUN
+@clean_errors
+def verify_cmd(run_path: str) -> None:
+    """Check every file of every version against its manifest (sha256, size, rows, schema)."""
+    store = open_store(run_path)
+    problems = store.verify()
+    if problems:
+        for p in problems:
+            click.echo(f"BAD: {p}", err=True)
+        raise click.exceptions.Exit(1)
+    n_files = sum(len(store.manifest(v).files) for v in store.versions())
+    click.echo(f"OK: {len(store.versions())} versions, {n_files} files match their manifests")
+
+
+@priors_group.command("gc")
+@_RUN
+@clean_errors
+def gc_cmd(run_path: str) -> None:
+    """Remove staging, uncommitted versions and files no manifest references (keeps _replaced/)."""
+    removed = open_store(run_path).gc()
+    for p in removed:
+        click.echo(f"removed {p}")
+    click.echo(f"{len(removed)} paths removed")
+
+
+@priors_group.command("plot")
+@_RUN
+@click.option("--version", "-v", "version", type=int, default=None, help="Version (default: the latest).")
+@click.option("--image", "image_id", type=int, required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Image root (default: the run's config data.root).")
+@click.option("--kind", "kinds", type=click.Choice(KINDS), multiple=True, help="Kinds to draw (default: all).")
+@clean_errors
+def plot_cmd(run_path: str, version: int | None, image_id: int, output: str, data_root: str | None,
+             kinds: tuple[str, ...]) -> None:
+    """Draw one image with its boxes by kind and, where stored, the eigen attention map."""
+    from flows.priors_plot import plot_image_priors
+
+    store = open_store(run_path)
+    v = pick_version(store, version)
+    path = plot_image_priors(store, v, image_id, Path(output), data_root, list(kinds) or None)
+    click.echo(f"wrote {path}")

@@ -1,0 +1,92 @@
+"""COCO JSON export/import: pixel conversion, round trip, clipping and rejection rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from priors import BoxSet, StoreError
+from priors.coco_io import export_coco_results, import_coco, read_coco
+
+
+def _images() -> pa.Table:
+    return pa.table({"image_id": pa.array([1, 2], pa.int64()), "file": ["a.jpg", "b.jpg"],
+                     "width": pa.array([200, 100], pa.int32()), "height": pa.array([100, 50], pa.int32())})
+
+
+def _annotations(anns: list[dict]) -> dict:
+    return {"images": [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 100},
+                       {"id": 2, "file_name": "b.jpg", "width": 100, "height": 50}],
+            "annotations": anns, "categories": [{"id": 3, "name": "cat"}]}
+
+
+def test_export_pixels_and_category() -> None:
+    bs = BoxSet.from_arrays([1, 2], [[0.1, 0.2, 0.6, 0.8], [0, 0, 1, 1]], [0.9, 0.5])
+    out = export_coco_results(bs, _images())
+    assert out[0]["image_id"] == 1 and out[0]["category_id"] == 1
+    np.testing.assert_allclose(out[0]["bbox"], [20, 20, 100, 60], atol=1e-4)
+    np.testing.assert_allclose(out[1]["bbox"], [0, 0, 100, 50])
+    assert out[0]["score"] == pytest.approx(0.9)
+    with pytest.raises(StoreError, match="image_id 5 is not in"):
+        export_coco_results(BoxSet.from_arrays([5], [[0, 0, 1, 1]]), _images())
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 2]), st.floats(0, 0.9), st.floats(0, 0.9), st.floats(0.01, 0.1),
+                          st.floats(0.01, 0.1), st.floats(0, 1)), max_size=20))
+def test_export_import_round_trip(rows: list[tuple]) -> None:
+    ids = [r[0] for r in rows]
+    boxes = [[r[1], r[2], r[1] + r[3], r[2] + r[4]] for r in rows]
+    bs = BoxSet.from_arrays(ids, np.array(boxes, np.float32).reshape(-1, 4), [r[5] for r in rows])
+    back, images = import_coco(export_coco_results(bs, _images()), _images())
+    assert images is not None and len(back) == len(bs)
+    np.testing.assert_array_equal(back.image_ids, bs.image_ids)
+    np.testing.assert_allclose(back.boxes, bs.boxes, atol=1e-6)
+    np.testing.assert_allclose(back.scores, bs.scores, atol=1e-6)
+
+
+def test_annotations_give_sizes_and_out_of_image_boxes_are_clipped_or_rejected() -> None:
+    anns = [
+        {"image_id": 1, "bbox": [20, 10, 40, 20]},  # inside: kept as is
+        {"image_id": 1, "bbox": [-10, 90, 50, 30]},  # reaches outside: clipped to [0,90]-[40,100]
+        {"image_id": 2, "bbox": [150, 10, 20, 20]},  # wholly outside: degenerate after clipping
+        {"image_id": 2, "bbox": [10, 10, 0, 5]},  # zero width: degenerate
+        {"image_id": 2, "bbox": [10, 10, -5, 5]},  # negative width: malformed
+        {"image_id": 2, "bbox": [10, float("nan"), 5, 5]},  # NaN: malformed
+        {"image_id": 2, "bbox": [1, 2, 3]},  # wrong length: malformed
+        {"image_id": 2, "bbox": [0, 0, 10, 10], "score": "high"},  # bad score: malformed
+    ]
+    imp = read_coco(_annotations(anns))
+    assert imp.is_annotations and imp.images.num_rows == 2
+    assert imp.summary() == {"boxes_in_file": 8, "imported": 2, "clipped": 1, "rejected_malformed": 4,
+                             "rejected_degenerate": 2}
+    np.testing.assert_allclose(imp.boxes.boxes, [[0.1, 0.1, 0.3, 0.3], [0, 0.9, 0.2, 1.0]], atol=1e-6)
+    assert (imp.boxes.boxes >= 0).all() and (imp.boxes.boxes <= 1).all()
+    np.testing.assert_array_equal(imp.boxes.scores, [1, 1])
+
+
+def test_results_json_needs_the_run_index() -> None:
+    results = [{"image_id": 1, "bbox": [0, 0, 10, 10], "score": 0.3, "category_id": 1}]
+    with pytest.raises(StoreError, match="results JSON, which has no image sizes"):
+        import_coco(results)
+    with pytest.raises(StoreError, match="image_id 9 is not in the run's image index"):
+        import_coco([{**results[0], "image_id": 9}], _images())
+
+
+def test_annotations_conflicting_with_run_index_refused() -> None:
+    doc = _annotations([])
+    doc["images"][0]["width"] = 201
+    with pytest.raises(StoreError, match="image 1 has width 201 but the run's images.parquet says 200"):
+        import_coco(doc, _images())
+
+
+def test_malformed_documents() -> None:
+    with pytest.raises(StoreError, match="needs 'images' and 'annotations'"):
+        import_coco({"images": []})
+    with pytest.raises(StoreError, match="needs id, width and height"):
+        import_coco({"images": [{"id": 1}], "annotations": []})
+    with pytest.raises(StoreError, match="record 0 is not an object"):
+        import_coco([3], _images())
