@@ -1,0 +1,82 @@
+"""Inference batches over a list of image ids, with unreadable images set aside.
+
+Shared by init_priors, mine and proposals evaluation: images are loaded in the given order,
+transformed with the deterministic ``MiningTransform`` (shorter side to ``size``, longer side
+capped at ``max_size``) and collated (padding bottom/right). The order and the batch boundaries
+depend only on the ids and the batch size, so the same call always builds the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from pipeline.data import ImageLoadError, MiningTransform, collate
+
+
+@dataclass
+class Batch:
+    """One collated batch.
+
+    Attributes:
+        image_ids: int64 [B], in input order.
+        images: float [B, 3, H, W], ImageNet-normalised, padded bottom/right.
+        pad_mask: bool [B, H, W], True on padding.
+    """
+
+    image_ids: np.ndarray
+    images: torch.Tensor
+    pad_mask: torch.Tensor
+
+
+@dataclass
+class ImageBatches:
+    """Iterate :class:`Batch` es; images that raise ``ImageLoadError`` land in ``failed``.
+
+    ``failed`` holds ``(image_id, file, reason)`` in input order once iteration has passed them.
+    Ids in ``skip`` (e.g. quarantined images) are left out silently.
+    """
+
+    dataset: Any
+    image_ids: np.ndarray
+    size: int
+    max_size: int
+    batch_size: int
+    skip: frozenset[int] = frozenset()
+    failed: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be at least 1 (mine.batch_size in the config)")
+        self.transform = MiningTransform(self.size, self.max_size)
+
+    def todo(self) -> np.ndarray:
+        """int64 ids that will be attempted (input order, ``skip`` removed)."""
+        ids = np.asarray(self.image_ids, np.int64)
+        return ids[[int(i) not in self.skip for i in ids]] if self.skip else ids
+
+    def __iter__(self) -> Iterator[Batch]:
+        ids: list[int] = []
+        tensors: list[torch.Tensor] = []
+        for image_id in self.todo().tolist():
+            try:
+                image = self.dataset.load(image_id)
+            except ImageLoadError as exc:
+                self.failed.append((exc.image_id, exc.file, exc.reason))
+                continue
+            tensor, _ = self.transform(image)
+            ids.append(image_id)
+            tensors.append(tensor)
+            if len(ids) == self.batch_size:
+                yield _collated(ids, tensors)
+                ids, tensors = [], []
+        if ids:
+            yield _collated(ids, tensors)
+
+
+def _collated(ids: list[int], tensors: list[torch.Tensor]) -> Batch:
+    images, pad_mask = collate(tensors)
+    return Batch(np.asarray(ids, np.int64), images, pad_mask)

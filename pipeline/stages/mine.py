@@ -1,0 +1,226 @@
+"""Stage mine: the priors of version n from the checkpoint of epoch n - 1, shard by shard.
+
+A shard is a contiguous range of the run's image ids (``RunDir.shards(cfg.mine.shards)``). For
+each shard, the detector runs in eval mode in fixed batches: encoder features -> eigen attention
+(DESIGN.md step 1) -> region priors (step 2); decoder last layer -> instance priors (step 3). The
+shard's boxes are staged in one file per shard (``priors/_staging/vNNNN/mine/``); a shard already
+staged with a valid checksum is skipped, so a crashed mine redoes only the missing shards.
+
+``mine_shard`` takes the run's *path* so it can be shipped to a Dask worker; it does not take the
+run's writer lock (shards are independent files written atomically, and many workers write them
+at once while the flow holds the lock). Images that fail to load are recorded in the shard's
+marker (``meta["failed"]``) and added to the quarantine by ``mine``/``smooth``, which hold the lock.
+
+What is mined depends on ``priors.source``: region+instance, region, instance (IG-filtered
+decoder boxes), predictions (every foreground decoder box, no IG), region0 (the fixed R_0,
+copied per shard), random_crops / selective_search (baselines of ``priors.sources``, staged as
+kind ``region``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from pipeline.model_loading import checkpoint_model, file_digest, resolve_device
+from pipeline.progress import NULL_PROGRESS, Progress
+from pipeline.run_dir import RunDir
+from pipeline.stages.image_batches import ImageBatches
+from pipeline.stages.result import ShardResult, StageResult
+from priors import BoxSet, eigen_attention, instance_priors, random_crops, region_priors, selective_search
+
+#: Sources that run the detector; the others need no checkpoint.
+MODEL_SOURCES = ("region+instance", "region", "instance", "predictions")
+
+
+def mine(run: RunDir, version: int, shard_ids: list[int] | None = None, progress: Progress = NULL_PROGRESS) -> StageResult:
+    """Stage the shards of ``version`` not yet done (all of them when ``shard_ids`` is None).
+
+    Skipped when ``version`` is committed or every requested shard is already staged.
+    """
+    progress = progress or NULL_PROGRESS
+    _check_version(run, version)
+    with run.lock():
+        if run.store.has_version(version):
+            return StageResult("mine", True, {"version": version, "committed": True})
+        num_shards = run.config.mine.shards
+        wanted = list(range(num_shards)) if shard_ids is None else [int(s) for s in shard_ids]
+        for s in wanted:
+            if not 0 <= s < num_shards:
+                raise ValueError(f"shard {s} does not exist: version {version} has {num_shards} shards (mine.shards)")
+        done = run.store.done_shards(version)
+        todo = [s for s in wanted if s not in done]
+        if not todo:
+            return StageResult("mine", True, {"version": version, "shards_done": len(done), "shards": num_shards})
+        t0 = time.perf_counter()
+        results = [mine_shard(str(run.path), version, s, progress) for s in todo]
+        failed = [f for r in results for f in r.failed]
+        if failed:
+            run.add_quarantine(failed)
+        counts: dict[str, int] = {}
+        for r in results:
+            for k, n in r.counts.items():
+                counts[k] = counts.get(k, 0) + n
+        summary = {
+            "version": version,
+            "shards_mined": [r.shard_id for r in results if not r.skipped],
+            "shards": num_shards,
+            "images": sum(r.num_images for r in results if not r.skipped),
+            "quarantined": len(failed),
+            "boxes": counts,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        return StageResult("mine", False, summary)
+
+
+def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = NULL_PROGRESS) -> ShardResult:
+    """Mine and stage one shard of ``version``; skipped when it is already staged (or committed)."""
+    progress = progress or NULL_PROGRESS
+    run = RunDir.open(run_path)
+    _check_version(run, version)
+    cfg = run.config
+    shards = run.shards(cfg.mine.shards)
+    if not 0 <= shard_id < len(shards):
+        raise ValueError(f"shard {shard_id} does not exist: version {version} has {len(shards)} shards (mine.shards)")
+    ids = shards[shard_id]
+    if run.store.has_version(version) or shard_id in run.store.done_shards(version):
+        return ShardResult(version, shard_id, True, num_images=len(ids))
+    t0 = time.perf_counter()
+    source = cfg.priors.source
+    skip = frozenset(run.quarantined_ids())
+    failed: list[tuple[int, str, str]] = []
+    meta: dict = {"first_image_id": int(ids[0]) if len(ids) else None,
+                  "last_image_id": int(ids[-1]) if len(ids) else None, "source": source}
+    if source in MODEL_SOURCES:
+        kinds, failed, meta["checkpoint_digest"] = _mine_with_model(run, version, shard_id, ids, skip, progress)
+    elif source == "region0":
+        r0 = run.store.read(0, "region")
+        kinds = {"region": r0.select(np.isin(r0.image_ids, ids))}
+    elif source == "random_crops":
+        # Fresh crops for every version (seeded by it), the same for an image whatever its shard.
+        kinds = {"region": random_crops(ids[~np.isin(ids, list(skip))], cfg.priors.random_crops, seed=version)}
+    elif source == "selective_search":
+        kinds, failed = _selective_search(run, ids, skip, progress)
+    else:
+        raise ValueError(f"priors.source={source!r} cannot be mined; see pipeline.config.PRIOR_SOURCES")
+    meta["failed"] = [list(f) for f in failed]
+    run.store.write_shard(version, shard_id, kinds, meta=meta)
+    return ShardResult(
+        version, shard_id, False, num_images=len(ids), counts={k: len(v) for k, v in kinds.items()},
+        failed=failed, seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+def shard_failures(run: RunDir, version: int) -> list[tuple[int, str, str]]:
+    """``(image_id, file, reason)`` of images the staged shards of ``version`` could not load."""
+    out = []
+    for _, marker in sorted(run.store.staged_shards(version).items()):
+        out += [(int(i), str(f), str(r)) for i, f, r in marker.meta.get("failed", [])]
+    return out
+
+
+# ---------------------------------------------------------------------- model sources
+def _mine_with_model(
+    run: RunDir, version: int, shard_id: int, ids: np.ndarray, skip: frozenset[int], progress: Progress
+) -> tuple[dict[str, BoxSet], list[tuple[int, str, str]], str]:
+    cfg = run.config
+    p = cfg.priors
+    ckpt = run.checkpoint_path(version - 1)
+    device = resolve_device(cfg.mine.device)
+    model = checkpoint_model(cfg, ckpt, device)
+    batches = ImageBatches(run.dataset(), ids, cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size, skip=skip)
+    want_region = p.source in ("region+instance", "region")
+    want_instance = p.source in ("region+instance", "instance", "predictions")
+    # IG keeps a decoder box when its share of foreground mask cells is >= t; t = 0 keeps every
+    # foreground prediction (the "predictions" baseline).
+    t = 0.0 if p.source == "predictions" else p.instance_t
+    regions, instances = [], []
+    progress.start(f"mine v{version:04d} shard {shard_id}", len(batches.todo()))
+    with _deterministic(), torch.inference_mode():
+        for batch in batches:
+            out = model(batch.images.to(device), batch.pad_mask.to(device))
+            valid = out["enc_valid"]
+            maps = eigen_attention(out["enc_features"], valid, tau=p.tau, eps=p.eps)
+            if want_region:
+                bidx, boxes, scores = region_priors(
+                    maps, valid, connectivity=p.connectivity, min_cells=p.min_cells, max_boxes=p.max_region_boxes
+                )
+                regions.append(BoxSet.from_arrays(batch.image_ids[np.asarray(bidx, np.int64)], boxes, scores, "region"))
+            if want_instance:
+                bidx, boxes, scores = instance_priors(out["pred_logits"], out["pred_boxes"], maps, valid, t=t)
+                instances.append(BoxSet.from_arrays(batch.image_ids[np.asarray(bidx, np.int64)], boxes, scores, "instance"))
+            if cfg.mine.save_attention:
+                _save_attention(run, version, batch.image_ids, maps, valid)
+            progress.advance(len(batch.image_ids))
+    kinds = {}
+    if want_region:
+        kinds["region"] = BoxSet.concat(regions).with_kind("region")
+    if want_instance:
+        kinds["instance"] = BoxSet.concat(instances).with_kind("instance")
+    progress.end({"shard": shard_id, **{k: len(v) for k, v in kinds.items()}})
+    return kinds, batches.failed, file_digest(ckpt)
+
+
+def _selective_search(
+    run: RunDir, ids: np.ndarray, skip: frozenset[int], progress: Progress
+) -> tuple[dict[str, BoxSet], list[tuple[int, str, str]]]:
+    from pipeline.data import ImageLoadError
+
+    dataset = run.dataset()
+    parts, failed = [], []
+    progress.start("selective search", len(ids))
+    for image_id in ids.tolist():
+        if image_id in skip:
+            continue
+        try:
+            image = dataset.load(image_id)
+        except ImageLoadError as exc:
+            failed.append((exc.image_id, exc.file, exc.reason))
+            continue
+        boxes = selective_search(image, max_boxes=run.config.priors.random_crops)
+        parts.append(BoxSet.from_arrays(np.full(len(boxes), image_id, np.int64), boxes, None, "region"))
+        progress.advance(1)
+    progress.end(None)
+    return {"region": BoxSet.concat(parts).with_kind("region")}, failed
+
+
+def _save_attention(run: RunDir, version: int, image_ids: np.ndarray, maps: torch.Tensor, valid: torch.Tensor) -> None:
+    """Write each image's map (its valid top-left h x w corner, float16) to ``attention/vNNNN.zarr``."""
+    from priors import AttentionStore
+
+    store = AttentionStore.open_or_create(Path(run.path) / "attention" / f"v{version:04d}.zarr", run.image_ids(), version)
+    m = maps.float().cpu().numpy()
+    v = valid.cpu().numpy()
+    for i, image_id in enumerate(image_ids.tolist()):
+        h = int(v[i].any(axis=1).sum())
+        w = int(v[i].any(axis=0).sum())
+        store.write(image_id, m[i, :h, :w])
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_version(run: RunDir, version: int) -> None:
+    if version < 1:
+        raise ValueError(f"version {version} cannot be mined: version 0 is R_0 (run init_priors); mine versions >= 1")
+    needs_model = run.config.priors.source in MODEL_SOURCES
+    if needs_model and not run.checkpoint_path(version - 1).is_file():
+        raise FileNotFoundError(
+            f"mining version {version} needs the checkpoint of epoch {version - 1} "
+            f"({run.checkpoint_path(version - 1)}); train up to epoch {version} first"
+        )
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic kernels while mining (same checkpoint and data -> bit-identical boxes)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_before)

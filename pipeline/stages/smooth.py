@@ -1,0 +1,87 @@
+"""Stage smooth: commit version n from its staged shards and the previous version.
+
+R_n = update(R_prev, P^r_n ⊕ P^i_n) with the configured update strategy (Box Smooth by default,
+DESIGN.md step 4), where R_prev is the latest committed version below n and R_0 is also handed to
+the ``fixed`` strategy. Version n is committed with kinds region, instance (what was mined) and
+smoothed; the store computes statistics and churn against the parent.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pipeline.model_loading import file_digest
+from pipeline.progress import NULL_PROGRESS, Progress
+from pipeline.run_dir import RunDir
+from pipeline.stages.mine import shard_failures
+from pipeline.stages.result import StageResult
+from priors import BoxSet, update_priors
+
+#: kinds that make up the current priors, per prior source.
+SOURCE_KINDS = {
+    "region+instance": ("region", "instance"),
+    "region": ("region",),
+    "instance": ("instance",),
+    "predictions": ("instance",),
+    "region0": ("region",),
+    "random_crops": ("region",),
+    "selective_search": ("region",),
+}
+
+
+def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force: bool = False) -> StageResult:
+    """Commit ``version``; skipped when committed (``force``: move the committed one aside first).
+
+    Raises ValueError when shards of ``version`` are missing (run ``mine`` first).
+    """
+    progress = progress or NULL_PROGRESS
+    cfg = run.config
+    p = cfg.priors
+    with run.lock():
+        if run.store.has_version(version):
+            if not force:
+                return StageResult("smooth", True, {"version": version})
+            progress.log(f"moved the committed version {version} aside to {run.store.move_aside(version)}")
+        earlier = [v for v in run.store.versions() if v < version]
+        if not earlier:
+            raise ValueError(f"smoothing version {version} needs an earlier committed version (run init_priors first)")
+        done = run.store.done_shards(version)
+        missing = sorted(set(range(cfg.mine.shards)) - done)
+        if missing:
+            raise ValueError(
+                f"version {version} has {len(missing)} of {cfg.mine.shards} shards not mined (e.g. shard {missing[0]}); "
+                f"run `joindet stage run mine` for version {version} first"
+            )
+        t0 = time.perf_counter()
+        progress.start(f"smooth v{version:04d}", None, unit="box")
+        failed = shard_failures(run, version)
+        if failed:
+            run.add_quarantine(failed)
+        staged = {k: run.store.read_staged(version, k) for k in ("region", "instance")}
+        current = BoxSet.concat([staged[k] for k in SOURCE_KINDS[p.source]])
+        parent = earlier[-1]
+        prev = run.store.read(parent, "smoothed")
+        r0 = run.store.read(0, "smoothed") if p.update == "fixed" else None
+        smoothed = update_priors(
+            prev, current, p.update, r0=r0, momentum=p.momentum, iou_thr=p.iou_thr,
+            min_score=p.min_score, max_per_image=p.max_per_image,
+        ).with_kind("smoothed")
+        ckpt = run.checkpoint_path(version - 1)
+        kinds = {k: bs for k, bs in staged.items() if k in SOURCE_KINDS[p.source] or len(bs)}
+        manifest = run.store.commit(
+            version, {**kinds, "smoothed": smoothed}, parent=parent,
+            checkpoint_digest=file_digest(ckpt) if ckpt.is_file() else None,
+            config_digest=cfg.digest(),
+            extra_stats={"source": p.source, "update": p.update, "quarantined": len(failed)},
+        )
+        images = max(run.images().num_rows - run.quarantine().num_rows, 1)
+        summary = {
+            "version": version,
+            "parent": parent,
+            "boxes": {k: len(bs) for k, bs in {**kinds, "smoothed": smoothed}.items()},
+            "boxes_per_image": round(len(smoothed) / images, 3),
+            "churn": manifest.stats.get("churn"),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        progress.end(summary)
+        return StageResult("smooth", False, summary)
