@@ -75,6 +75,18 @@ class AttentionStore:
             return None
         return block[: rows[-1] + 1, : cols[-1] + 1]
 
+    @classmethod
+    def open_or_create(cls, path: str | Path, image_ids: np.ndarray, version: int,
+                       max_hw: tuple[int, int] = (ATTENTION_MAX_SIDE, ATTENTION_MAX_SIDE)) -> "AttentionMaps":
+        """The maps of one version given its ``.../attention/vNNNN.zarr`` path, created for
+        ``image_ids`` if it does not exist yet (see ``create``)."""
+        path = Path(path)
+        if path.parent.name != ATTENTION_DIR or path.name != f"v{version:04d}.zarr":
+            raise StoreError(f"{path}: attention maps live at RUN/{ATTENTION_DIR}/v{version:04d}.zarr")
+        store = cls(path.parent.parent)
+        store.create(version, image_ids, max_hw)
+        return AttentionMaps(store, version)
+
     def _open(self, version: int) -> zarr.Group:
         path = self.path(version)
         if not (path / "zarr.json").exists():
@@ -97,3 +109,17 @@ class AttentionStore:
         if row >= len(ids) or ids[row] != image_id:
             raise StoreError(f"image {image_id} is not among the images of attention version {version}")
         return row
+
+
+class AttentionMaps:
+    """The maps of one version: ``write(image_id, map)`` / ``read(image_id)`` (see AttentionStore)."""
+
+    def __init__(self, store: AttentionStore, version: int) -> None:
+        self.store = store
+        self.version = version
+
+    def write(self, image_id: int, attention: np.ndarray) -> None:
+        self.store.write(self.version, image_id, attention)
+
+    def read(self, image_id: int) -> np.ndarray | None:
+        return self.store.read(self.version, image_id)

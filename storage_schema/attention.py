@@ -21,5 +21,6 @@ ATTENTION_DTYPE = "float16"
 ATTENTION_ARRAY = "maps"
 ATTENTION_IDS = "image_ids"
 ATTENTION_LAYOUT = "padded-nan-v1"
-#: Default largest map side: ResNet stride 32 on images up to 1333 px gives <= 42 cells.
-ATTENTION_MAX_SIDE = 64
+#: Default largest map side: stride-32 features of images up to 4096 px (1333 px gives 42 cells).
+#: The NaN padding compresses to almost nothing, so a generous bound costs little.
+ATTENTION_MAX_SIDE = 128

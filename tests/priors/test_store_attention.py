@@ -43,3 +43,14 @@ def test_errors(tmp_path: Path) -> None:
         store.write(0, 9, np.zeros((2, 2)))
     with pytest.raises(StoreError, match="other image ids"):
         store.create(0, [1, 2], (4, 4))
+
+
+def test_open_or_create_per_version_handle(tmp_path: Path) -> None:
+    from priors import AttentionStore as Exported
+
+    maps = Exported.open_or_create(tmp_path / "attention" / "v0003.zarr", np.array([5, 6]), 3)
+    maps.write(6, np.ones((4, 7)))
+    assert maps.read(6).shape == (4, 7) and maps.read(5) is None
+    assert AttentionStore(tmp_path).read(3, 6).shape == (4, 7)
+    with pytest.raises(StoreError, match="attention maps live at"):
+        Exported.open_or_create(tmp_path / "elsewhere.zarr", np.array([5]), 3)
