@@ -76,8 +76,10 @@ def _not_overlapping(prev: BoxSet, cur: BoxSet, iou_thr: float) -> np.ndarray:
     images = np.intersect1d(prev.unique_image_ids(), cur.unique_image_ids())
     if not len(images):
         return keep
-    po, co = prev.offsets(images), cur.offsets(images)
-    pn, cn = np.diff(po), np.diff(co)
+    po = np.searchsorted(prev.image_ids, images, side="left")
+    pn = np.searchsorted(prev.image_ids, images, side="right") - po
+    co = np.searchsorted(cur.image_ids, images, side="left")
+    cn = np.searchsorted(cur.image_ids, images, side="right") - co
     per_image = int(pn.max()) * int(cn.max())
     step = max(1, _PAIRS_PER_BLOCK // max(per_image, 1))
     for lo in range(0, len(images), step):
