@@ -10,3 +10,8 @@ __all__ = [
     "StageResult", "ShardResult", "init_priors", "mine", "mine_shard", "smooth",
     "evaluate_priors", "evaluate_proposals", "coco_metrics",
 ]
+
+from pipeline.stages.finetune import finetune
+from pipeline.stages.train import train
+
+__all__ += ["train", "finetune"]
