@@ -11,6 +11,7 @@ import click
 from flows.cli_data import data
 from flows.cli_eval import eval_group
 from flows.cli_flow import flow_group
+from flows.cli_options import prefect_environment
 from flows.cli_priors import priors_group
 from flows.cli_runs import runs_group
 from flows.cli_stage import stage_group
@@ -31,6 +32,8 @@ def main() -> None:
       joindet runs status RUN
       joindet priors ls RUN
     """
+    # Before any command imports prefect, which reads its settings when imported.
+    prefect_environment()
 
 
 main.add_command(flow_group)

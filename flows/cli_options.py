@@ -13,8 +13,11 @@ from flows.runners import RunnerChoice
 
 
 def prefect_environment() -> None:
-    """Environment Prefect reads when it starts: telemetry off (its SQLite writes race), unless set."""
+    """Environment Prefect reads when it starts, unless the user set it: telemetry off (its SQLite
+    writes race), and a patient wait for the temporary server, whose start takes 7-20 s alone and
+    longer on a loaded machine."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def set_option(func: Callable) -> Callable:

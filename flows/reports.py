@@ -30,10 +30,12 @@ def format_report(report: dict[str, Any]) -> list[str]:
     for v in report["versions"]:
         what = "committed now" if v["committed_now"] else "already committed"
         shards = f", shards mined {v['mined']} reused {v['reused']}" if v["mined"] or v["reused"] else ""
-        stats = v["statistics"]
-        boxes = f", {stats['boxes']} boxes" if "boxes" in stats else ""
-        ar = next((f", {k}={val:.3f}" for k, val in numeric_leaves(v["metrics"]).items() if k.endswith("AR@100")), "")
-        lines.append(f"  v{v['version']:04d}: {what}{shards}{boxes}{ar}")
+        boxes = v["statistics"].get("boxes")
+        if isinstance(boxes, dict):
+            boxes = boxes.get("smoothed")
+        shown_boxes = f", {boxes} smoothed boxes" if boxes is not None else ""
+        ar = next((f", AR@100={val:.3f}" for k, val in numeric_leaves(v["metrics"]).items() if k.endswith("AR@100")), "")
+        lines.append(f"  v{v['version']:04d}: {what}{shards}{shown_boxes}{ar}")
     lines.append(f"  last checkpoint: epoch {report['trained_to']}")
     if report["quarantined"]:
         ids = ", ".join(str(q["image_id"]) for q in report["quarantined"][:10])
