@@ -33,6 +33,7 @@ from pipeline.run_dir import RunDir
 from pipeline.stages.image_batches import ImageBatches
 from pipeline.stages.result import ShardResult, StageResult
 from priors import BoxSet, eigen_attention, instance_priors, random_crops, region_priors, selective_search
+from priors.attention_store import AttentionMaps, AttentionStore
 
 #: Sources that run the detector; the others need no checkpoint.
 MODEL_SOURCES = ("region+instance", "region", "instance", "predictions")
@@ -140,6 +141,10 @@ def _mine_with_model(
     # foreground prediction (the "predictions" baseline).
     t = 0.0 if p.source == "predictions" else p.instance_t
     regions, instances = [], []
+    maps_out = (
+        AttentionStore.open_or_create(Path(run.path) / "attention" / f"v{version:04d}.zarr", run.image_ids(), version)
+        if cfg.mine.save_attention else None
+    )
     progress.start(f"mine v{version:04d} shard {shard_id}", len(batches.todo()))
     with _deterministic(), torch.inference_mode():
         for batch in batches:
@@ -154,8 +159,8 @@ def _mine_with_model(
             if want_instance:
                 bidx, boxes, scores = instance_priors(out["pred_logits"], out["pred_boxes"], maps, valid, t=t)
                 instances.append(BoxSet.from_arrays(batch.image_ids[np.asarray(bidx, np.int64)], boxes, scores, "instance"))
-            if cfg.mine.save_attention:
-                _save_attention(run, version, batch.image_ids, maps, valid)
+            if maps_out is not None:
+                _save_attention(maps_out, batch.image_ids, maps, valid)
             progress.advance(len(batch.image_ids))
     kinds = {}
     if want_region:
@@ -189,17 +194,14 @@ def _selective_search(
     return {"region": BoxSet.concat(parts).with_kind("region")}, failed
 
 
-def _save_attention(run: RunDir, version: int, image_ids: np.ndarray, maps: torch.Tensor, valid: torch.Tensor) -> None:
-    """Write each image's map (its valid top-left h x w corner, float16) to ``attention/vNNNN.zarr``."""
-    from priors import AttentionStore
-
-    store = AttentionStore.open_or_create(Path(run.path) / "attention" / f"v{version:04d}.zarr", run.image_ids(), version)
+def _save_attention(out: AttentionMaps, image_ids: np.ndarray, maps: torch.Tensor, valid: torch.Tensor) -> None:
+    """Write each image's map M (its valid top-left h x w corner) to ``attention/vNNNN.zarr`` (float16)."""
     m = maps.float().cpu().numpy()
     v = valid.cpu().numpy()
     for i, image_id in enumerate(image_ids.tolist()):
-        h = int(v[i].any(axis=1).sum())
-        w = int(v[i].any(axis=0).sum())
-        store.write(image_id, m[i, :h, :w])
+        h = max(int(v[i].any(axis=1).sum()), 1)
+        w = max(int(v[i].any(axis=0).sum()), 1)
+        out.write(image_id, m[i, :h, :w])
 
 
 # ---------------------------------------------------------------------- helpers
