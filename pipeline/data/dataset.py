@@ -102,7 +102,7 @@ class Dataset:
         # Box annotations are made on the stored pixel grid; see load().
         self._ignore_orientation = ignore_orientation
         self._index: pa.Table | None = None
-        self._rows: dict[int, tuple[str, int, int]] | None = None
+        self._lookup: tuple[np.ndarray, pa.Array, np.ndarray, np.ndarray] | None = None
         self._gt: dict | None = None
         self._gt_loaded = False
 
@@ -111,7 +111,7 @@ class Dataset:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_rows"] = None  # rebuilt on demand from the index
+        state["_lookup"] = None  # rebuilt on demand from the index
         return state
 
     def index(self) -> pa.Table:
@@ -131,13 +131,20 @@ class Dataset:
         return self.index().column("image_id").to_numpy()
 
     def _row(self, image_id: int) -> tuple[str, int, int]:
-        if self._rows is None:
-            cols = self.index().to_pydict()
-            self._rows = {i: (f, w, h) for i, f, w, h in zip(cols["image_id"], cols["file"], cols["width"], cols["height"])}
-        try:
-            return self._rows[int(image_id)]
-        except KeyError:
-            raise KeyError(f"image id {image_id} is not in dataset {self.name!r} ({self.split}).") from None
+        if self._lookup is None:
+            # Sorted ids + binary search: no per-image Python objects, so millions of images are cheap.
+            t = self.index()
+            self._lookup = (
+                t.column("image_id").to_numpy(),
+                t.column("file").combine_chunks(),
+                t.column("width").to_numpy(),
+                t.column("height").to_numpy(),
+            )
+        ids, files, widths, heights = self._lookup
+        pos = int(np.searchsorted(ids, int(image_id)))
+        if pos >= len(ids) or ids[pos] != int(image_id):
+            raise KeyError(f"image id {image_id} is not in dataset {self.name!r} ({self.split}).")
+        return files[pos].as_py(), int(widths[pos]), int(heights[pos])
 
     def file(self, image_id: int) -> str:
         """The image's file, relative to ``root`` (POSIX separators)."""

@@ -58,8 +58,15 @@ def synthetic_dataset(root: Path, split: str = "train", spec: SyntheticSpec = Sy
     """The synthetic dataset under ``root``, generated there with ``spec`` if absent."""
     if split not in ("train", "val"):
         raise ValueError(f"the synthetic dataset has splits train and val, not {split!r}.")
-    ensure_synthetic(root, spec)
     ann = root / "annotations" / f"instances_{split}.json"
+    generated = (root / "synthetic.json").is_file()
+    if not generated and root.is_dir() and any(root.iterdir()) and not ann.is_file():
+        raise DatasetNotFoundError(
+            f"{root} is neither empty nor a synthetic dataset (no synthetic.json or {ann.relative_to(root)}); "
+            "give --data-root a new or empty folder, or write one with joindet data synth."
+        )
+    if not generated and not ann.is_file():
+        ensure_synthetic(root, spec)
     if not ann.is_file():
         raise DatasetNotFoundError(f"{ann} is missing (the dataset at {root} has no {split} split); regenerate it with joindet data synth.")
     return coco_json_dataset("synthetic", ann, root, split, prefix=f"{split}/")
@@ -83,7 +90,8 @@ def open_dataset(
         split: ``train`` / ``val`` (coco, synthetic, imagenet), ``train`` / ``test`` / ``YEAR-SET``
             (voc); a free label for folder and coco-json.
         annotations: COCO JSON file (required for coco-json; overrides the COCO default path).
-        cache_dir: where to keep parsed indexes of large annotation files (coco, coco-json).
+        cache_dir: where to keep parsed indexes of large annotation files (coco, coco-json) and
+            image header sizes (folder, imagenet), so that re-opening a big dataset is quick.
         class_list: imagenet only: text file of class folders to keep (ImageNet-100).
 
     Raises:
@@ -116,8 +124,8 @@ def open_dataset(
             if name == "voc":
                 return voc_dataset(base, split)
             if name == "imagenet":
-                return imagenet_dataset(base, split, Path(class_list).expanduser() if class_list else None)
-            return folder_dataset(base, split)
+                return imagenet_dataset(base, split, Path(class_list).expanduser() if class_list else None, cache)
+            return folder_dataset(base, split, cache)
         except DatasetNotFoundError:
             looked.append(str(base))
         except FileNotFoundError as exc:  # _coco names the missing file itself

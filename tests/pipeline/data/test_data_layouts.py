@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -233,3 +234,28 @@ def test_synthetic_generates_into_the_cache_once(tmp_path: Path, monkeypatch: py
     assert (ds.root / "train" / "000001.jpg").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="train and val"):
         open_dataset("synthetic", split="test")
+
+
+def test_folder_header_sizes_are_cached_until_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.data.folders as folders
+
+    root, cache = tmp_path / "imgs", tmp_path / "cache"
+    _img(root / "a.png", 5, 6)
+    _img(root / "b.png", 7, 8)
+    calls: list[Path] = []
+    real = folders.header_size
+    monkeypatch.setattr(folders, "header_size", lambda p: calls.append(p) or real(p))
+    first = open_dataset("folder", root=root, cache_dir=cache).index()
+    assert len(calls) == 2
+    assert open_dataset("folder", root=root, cache_dir=cache).index().equals(first) and len(calls) == 2
+    _img(root / "b.png", 9, 3, value=10)  # rewritten: new size on disk, new header
+    os.utime(root / "b.png", ns=(1, 1))
+    again = open_dataset("folder", root=root, cache_dir=cache).index().to_pylist()
+    assert len(calls) == 3 and again[1]["width"] == 3 and again[1]["height"] == 9
+
+
+def test_synthetic_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(DatasetNotFoundError, match="neither empty nor a synthetic dataset"):
+        open_dataset("synthetic", root=tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
