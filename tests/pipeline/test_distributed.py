@@ -86,16 +86,29 @@ WORKER = textwrap.dedent(
 )
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.timeout(120)
 def test_two_process_gloo_group(tmp_path: Path) -> None:
+    # The variables torchrun would set, without its agent (cheaper; test_train runs real torchrun).
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=110,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(_free_port()), WORLD_SIZE="2")
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=dict(base, RANK=str(r), LOCAL_RANK=str(r)),
+                         stderr=subprocess.PIPE, text=True)
+        for r in (0, 1)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=110)
+        assert p.returncode == 0, err[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["world"], r1["world"]) == (2, 2)
     assert sorted(r0["indices"] + r1["indices"]) == sorted(set(r0["indices"] + r1["indices"]))
