@@ -144,6 +144,7 @@ def coco_metrics(gt: dict, detections: np.ndarray, image_ids: np.ndarray | None 
         coco_gt.createIndex()
         ids = sorted(coco_gt.getImgIds()) if image_ids is None else [int(i) for i in image_ids]
         dets = detections[np.isin(detections[:, 0], ids)] if len(detections) else detections
+        dets = np.column_stack([dets[:, :6], np.ones(len(dets))]) if len(dets) else dets
         has_gt = any(len(coco_gt.getAnnIds(imgIds=[i], iscrowd=False)) for i in ids)
         if not len(dets):
             return {m: (0.0 if has_gt else None) for m in METRICS}
@@ -170,13 +171,16 @@ def _ground_truth(dataset: Any, what: str) -> dict:
 
 
 def _agnostic(gt: dict) -> dict:
-    """The ground truth with the fields COCOeval needs filled in (iscrowd, area, one category)."""
+    """The ground truth as one category (id 1, "object"), iscrowd and area filled in.
+
+    With ``useCats = 0`` COCOeval still only gathers boxes whose category is among the ground
+    truth's category ids, so both sides are mapped onto the single id 1.
+    """
     anns = []
     for a in gt["annotations"]:
         x, y, w, h = a["bbox"]
-        anns.append({**a, "iscrowd": int(a.get("iscrowd", 0)), "area": float(a.get("area", w * h))})
-    return {"images": gt["images"], "annotations": anns,
-            "categories": gt.get("categories") or [{"id": 1, "name": "object"}]}
+        anns.append({**a, "category_id": 1, "iscrowd": int(a.get("iscrowd", 0)), "area": float(a.get("area", w * h))})
+    return {"images": gt["images"], "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
 
 
 def _write_json(path: Path, obj: Any) -> None:
