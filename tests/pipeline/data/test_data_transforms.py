@@ -147,3 +147,13 @@ def test_low_data_subset_is_the_documented_draw() -> None:
             low_data_subset(ids, bad)
     with pytest.raises(ValueError, match="unique"):
         low_data_subset([1, 1, 2], 0.5)
+
+
+def test_cropped_warp_agrees_with_resize_then_crop() -> None:
+    from pipeline.data.transforms import _resize, _scaled_window
+
+    img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    for hs, ws, y, x, oh, ow in [(96, 128, 10, 20, 50, 80), (70, 93, 3, 5, 37, 55)]:
+        full = _resize(img, hs, ws)[y : y + oh, x : x + ow].astype(int)
+        window = _scaled_window(img, hs, ws, y, x, oh, ow).astype(int)
+        assert window.shape == full.shape and np.abs(window - full).max() <= 1
