@@ -12,7 +12,7 @@ from flows.cli_errors import clean_errors
 from flows.cli_options import (
     emit_json, output_options, prefect_environment, runner_choice, runner_options, set_option, stderr,
 )
-from flows.reports import format_report
+from flows.reports import format_report, numeric_leaves
 from flows.runners import RunnerChoice
 
 
@@ -110,3 +110,48 @@ def resume_cmd(run_path: str, force: bool, overrides: tuple[str, ...], workers: 
     # or a changed config is refused unless --force says it is safe.
     run = RunDir.create(run_path, cfg, force=force)
     _finish(execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect), as_json)
+
+
+@flow_run.command("finetune")
+@click.option("--init", "init_checkpoint", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Pretrained checkpoint (RUN/checkpoints/epoch-NNNN.pt); omit for the backbone-only baseline.")
+@click.option("--dataset", default="coco", show_default=True, help="Labelled dataset: coco, voc, synthetic, coco-json, ...")
+@click.option("--data-root", default=None, type=click.Path(), help="Dataset location.")
+@click.option("--preset", default="tiny", show_default=True, help="Run preset: tiny, paper, paper-single-scale.")
+@click.option("--fraction", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Share of the labelled train split to use (finetune.fraction), e.g. 0.01.")
+@click.option("--seed", type=int, default=None, help="Seed of the labelled subset (finetune.seed).")
+@click.option("--out-dir", default=None, type=click.Path(), help="Output directory (default: runs/finetune-<dataset>-<preset>-<timestamp>).")
+@set_option
+@click.option("--no-prefect", is_flag=True, help="Run in this process without Prefect.")
+@output_options
+@clean_errors
+def finetune_cmd(init_checkpoint: str | None, dataset: str, data_root: str | None, preset: str, fraction: float | None,
+                 seed: int | None, out_dir: str | None, overrides: tuple[str, ...], no_prefect: bool, quiet: bool,
+                 as_json: bool) -> None:
+    """Finetune a pretrained checkpoint on labelled data and report COCO AP; re-running resumes."""
+    from pipeline.config import make_config
+
+    extra = [f"data.root={data_root}"] if data_root else []
+    extra += [f"finetune.fraction={fraction}"] if fraction is not None else []
+    extra += [f"finetune.seed={seed}"] if seed is not None else []
+    cfg = make_config(preset, dataset, list(overrides) + extra)
+    path = Path(out_dir) if out_dir else default_run_dir(f"finetune-{dataset}", preset)
+    if not quiet:
+        stderr(f"finetune directory: {path}")
+    if no_prefect:
+        from flows.finetune import run_finetune
+        from flows.progress_bars import RichProgress
+
+        result = run_finetune(path, init_checkpoint, cfg, RichProgress(quiet=quiet))
+    else:
+        from flows.finetune import finetune_flow
+
+        result = finetune_flow(out_dir=str(path), init_checkpoint=init_checkpoint, config=cfg.to_dict(), quiet=quiet)
+    if as_json:
+        emit_json(result)
+        return
+    from flows.progress_bars import format_summary
+
+    click.echo(format_summary("finetune", numeric_leaves(result.get("summary", {}).get("metrics", {})) or result.get("summary")))
+    click.echo(f"Next:\n  joindet eval proposals {path}\n  ls {path}/metrics")

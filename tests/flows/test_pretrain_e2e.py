@@ -163,5 +163,5 @@ def test_dask_workers_mine_the_same_version_as_threads(reference_run: tuple[Path
     smooth = CliRunner().invoke(main, ["stage", "run", "smooth", "--run", str(run), "--version", "1", "--json"])
     assert smooth.exit_code == 0, smooth.output
     ref, got = PriorStore(reference_run[0]), PriorStore(run)
-    for kind in ref.manifest(1).kinds():
+    for kind in ref.manifest(1).kinds:
         assert got.read(1, kind).equals(ref.read(1, kind)), kind
