@@ -25,6 +25,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # True when init_distributed created the process group
 
     @property
     def distributed(self) -> bool:
@@ -68,12 +69,12 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns_group=True)
 
 
 def shutdown(info: DistInfo) -> None:
-    """Leave the process group if this module's caller is in one."""
-    if info.distributed and dist.is_initialized():
+    """Leave the process group if :func:`init_distributed` created it (a caller's group is kept)."""
+    if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -33,7 +33,7 @@ def test_single_process_is_the_identity(monkeypatch: pytest.MonkeyPatch) -> None
         monkeypatch.delenv(var, raising=False)
     assert not launched_by_torchrun()
     info = init_distributed("cpu")
-    assert info == DistInfo(0, 1, 0, torch.device("cpu"))
+    assert info == DistInfo(0, 1, 0, torch.device("cpu")) and not info.owns_group
     assert info.is_main and not info.distributed
     model = torch.nn.Linear(2, 2)
     assert wrap_model(model, info) is model and unwrap(model) is model
@@ -77,7 +77,8 @@ WORKER = textwrap.dedent(
         "sum": all_reduce_sum(info.rank + 1, info),
         "mean": all_reduce_mean_dict({"b": 2.0 * info.rank, "a": 1.0}, info),
         "obj": broadcast_object({"from": info.rank}, info),
-        "weight": unwrap(model).weight.tolist(), "grad": grad,
+        "weight": unwrap(model).weight.tolist(), "grad": grad, "owns": info.owns_group,
+        "again_owns": init_distributed("cpu").owns_group,  # an existing group is reused, not owned
     }
     shutdown(info)
     with open(os.path.join(sys.argv[1], f"rank{info.rank}.json"), "w") as f:
@@ -116,6 +117,7 @@ def test_two_process_gloo_group(tmp_path: Path) -> None:
     assert r0["sum"] == r1["sum"] == 3.0
     assert r0["mean"] == r1["mean"] == {"a": 1.0, "b": 1.0}
     assert r0["obj"] == r1["obj"] == {"from": 0}
+    assert r0["owns"] and not r0["again_owns"]
     assert r0["weight"] == r1["weight"]  # DDP broadcast rank 0's parameters
     # gradients averaged: d/dw sum(w.x) = 2 * (rank + 1) per rank -> mean over ranks = 3
     assert r0["grad"] == r1["grad"] == [[3.0, 3.0, 3.0]]
