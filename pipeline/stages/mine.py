@@ -20,6 +20,7 @@ kind ``region``).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -141,10 +142,12 @@ def _mine_with_model(
     # foreground prediction (the "predictions" baseline).
     t = 0.0 if p.source == "predictions" else p.instance_t
     regions, instances = [], []
-    maps_out = (
-        AttentionStore.open_or_create(Path(run.path) / "attention" / f"v{version:04d}.zarr", run.image_ids(), version)
-        if cfg.mine.save_attention else None
-    )
+    maps_out = None
+    if cfg.mine.save_attention:
+        with _ATTENTION_MUTEX:
+            maps_out = AttentionStore.open_or_create(
+                Path(run.path) / "attention" / f"v{version:04d}.zarr", run.image_ids(), version
+            )
     progress.start(f"mine v{version:04d} shard {shard_id}", len(batches.todo()))
     with _deterministic(), torch.inference_mode():
         for batch in batches:
@@ -216,13 +219,28 @@ def _check_version(run: RunDir, version: int) -> None:
         )
 
 
+# Mining shards may run on several threads of one process at once; torch's determinism switch
+# is process-wide, so the first shard to start turns it on and the last one to finish restores it.
+_DET_MUTEX = threading.Lock()
+_DET_STATE: dict[str, object] = {"depth": 0, "saved": (False, False)}
+# Zarr group creation is not safe against a second creator in the same instant.
+_ATTENTION_MUTEX = threading.Lock()
+
+
 @contextlib.contextmanager
 def _deterministic() -> Iterator[None]:
     """Deterministic kernels while mining (same checkpoint and data -> bit-identical boxes)."""
-    before = torch.are_deterministic_algorithms_enabled()
-    warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    with _DET_MUTEX:
+        if _DET_STATE["depth"] == 0:
+            _DET_STATE["saved"] = (torch.are_deterministic_algorithms_enabled(),
+                                   torch.is_deterministic_algorithms_warn_only_enabled())
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        _DET_STATE["depth"] = int(_DET_STATE["depth"]) + 1
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_before)
+        with _DET_MUTEX:
+            _DET_STATE["depth"] = int(_DET_STATE["depth"]) - 1
+            if _DET_STATE["depth"] == 0:
+                enabled, warn_only = _DET_STATE["saved"]
+                torch.use_deterministic_algorithms(enabled, warn_only=warn_only)

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import shutil
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline.config import RunConfig
 from pipeline.progress import RecordingProgress
@@ -202,3 +204,17 @@ def _rewrite(run: RunDir, section: str, **changes: object) -> RunDir:
         info["config_digest"] = RunConfig.from_dict(info["config"]).digest()
     (run.path / "run.json").write_text(json.dumps(info))
     return RunDir.open(run.path)
+
+
+def test_shards_mined_on_threads_match_and_torch_settings_are_restored(tmp_path: Path, initialised_run: RunDir) -> None:  # noqa: F811
+    sequential = copy_run(initialised_run, tmp_path / "seq")
+    mine(sequential, 2)
+    threaded = _rewrite(copy_run(initialised_run, tmp_path / "threads"), "mine", save_attention=True)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda s: mine_shard(str(threaded.path), 2, s), [0, 1]))
+    assert [r.skipped for r in results] == [False, False]
+    for kind in ("region", "instance"):
+        assert threaded.store.read_staged(2, kind).equals(sequential.store.read_staged(2, kind))
+    maps = AttentionStore(threaded.path)
+    assert all(maps.read(2, int(i)) is not None for i in threaded.image_ids())
+    assert not torch.are_deterministic_algorithms_enabled()
