@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import cv2
@@ -62,6 +63,9 @@ def test_coco_layout(tmp_path: Path) -> None:
     assert list((tmp_path / "cache").glob("coco-index-*.parquet"))
     again = open_dataset("coco", root=root, split="val", cache_dir=tmp_path / "cache")
     assert again.fingerprint() == ds.fingerprint()
+    # worker processes receive datasets by pickling
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy.load(139).shape == (12, 16, 3) and copy.fingerprint() == ds.fingerprint()
 
 
 def test_data_root_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,6 +174,7 @@ def test_voc_layout(tmp_path: Path) -> None:
     coco.dataset = gt
     coco.createIndex()
     assert sorted(coco.getImgIds()) == ds.image_ids().tolist()
+    assert pickle.loads(pickle.dumps(ds)).load(2008000008).shape == (30, 40, 3)
     test = open_dataset("voc", root=tmp_path, split="test")
     assert test.image_ids().tolist() == [2007000007]
     with pytest.raises(DatasetNotFoundError):
