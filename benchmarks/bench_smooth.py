@@ -1,0 +1,88 @@
+"""Box Smooth vs ensemble-boxes WBF run per image, same inputs, same run; prints one JSON line.
+
+Inputs: N images x (30 previous + 30 current boxes); each current box is, with probability 0.7,
+a jittered copy of a previous box (realistic overlap between rounds), else a fresh random box.
+Usage: python benchmarks/bench_smooth.py [--images 10000] [--check 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import numpy as np
+from ensemble_boxes import weighted_boxes_fusion
+
+from priors import BoxSet, box_smooth
+
+
+def make_inputs(n_images: int, per_image: int, seed: int = 0) -> tuple[BoxSet, BoxSet]:
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(0.1, 0.9, (n_images, per_image, 2))
+    size = rng.uniform(0.05, 0.4, (n_images, per_image, 2))
+    prev = np.concatenate([centre - size / 2, centre + size / 2], -1)
+    fresh_c = rng.uniform(0.1, 0.9, (n_images, per_image, 2))
+    fresh_s = rng.uniform(0.05, 0.4, (n_images, per_image, 2))
+    fresh = np.concatenate([fresh_c - fresh_s / 2, fresh_c + fresh_s / 2], -1)
+    jitter = prev + rng.normal(0, 0.015, prev.shape)
+    jitter = np.concatenate([np.minimum(jitter[..., :2], jitter[..., 2:]), np.maximum(jitter[..., :2], jitter[..., 2:])], -1)
+    cur = np.where(rng.uniform(size=(n_images, per_image, 1)) < 0.7, jitter, fresh)
+    ids = np.repeat(np.arange(n_images), per_image)
+    return (
+        BoxSet.from_arrays(ids, np.clip(prev, 0, 1).reshape(-1, 4), rng.uniform(0.1, 1, ids.size)),
+        BoxSet.from_arrays(ids, np.clip(cur, 0, 1).reshape(-1, 4), rng.uniform(0.1, 1, ids.size), "region"),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--per-image", type=int, default=30)
+    parser.add_argument("--momentum", type=float, default=0.45)
+    parser.add_argument("--iou-thr", type=float, default=0.55)
+    args = parser.parse_args()
+    prev, cur = make_inputs(args.images, args.per_image)
+    m, thr = args.momentum, args.iou_thr
+
+    t0 = time.perf_counter()
+    ours = box_smooth(prev, cur, momentum=m, iou_thr=thr)
+    t_ours = time.perf_counter() - t0
+
+    po, co = prev.offsets(np.arange(args.images)), cur.offsets(np.arange(args.images))
+    worst = 0.0
+    mismatched = 0
+    t0 = time.perf_counter()
+    refs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(args.images):
+            p, c = slice(po[i], po[i + 1]), slice(co[i], co[i + 1])
+            b, _, _ = weighted_boxes_fusion(
+                [prev.boxes[p], cur.boxes[c]], [prev.scores[p], cur.scores[c]],
+                [np.zeros(po[i + 1] - po[i]), np.zeros(co[i + 1] - co[i])],
+                weights=[m, 1 - m], iou_thr=thr, skip_box_thr=0.0,
+            )
+            refs.append(b)
+    t_ref = time.perf_counter() - t0
+
+    oo = ours.offsets(np.arange(args.images))
+    for i, ref in enumerate(refs):
+        mine = ours.boxes[oo[i] : oo[i + 1]].astype(np.float64)
+        if mine.shape != ref.shape:
+            mismatched += 1
+            continue
+        a = mine[np.lexsort(mine.T[::-1])]
+        r = ref[np.lexsort(ref.T[::-1])]
+        worst = max(worst, float(np.abs(a - r).max()) if len(a) else 0.0)
+    print(json.dumps({
+        "bench": "box_smooth", "images": args.images, "boxes_per_image": 2 * args.per_image,
+        "box_smooth_s": round(t_ours, 4), "ensemble_boxes_s": round(t_ref, 3),
+        "speedup": round(t_ref / t_ours, 1), "images_with_different_box_count": mismatched,
+        "max_abs_coord_diff": worst,
+    }))
+
+
+if __name__ == "__main__":
+    main()
