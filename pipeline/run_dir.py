@@ -215,6 +215,20 @@ class RunDir:
             raise ValueError(f"num_shards={num_shards} must be at least 1 (mine.shards in the config)")
         return [np.asarray(s, np.int64) for s in np.array_split(self.image_ids(), num_shards)]
 
+    def done_shards(self, version: int) -> set[int]:
+        """Shards of the current plan (``mine.shards``) staged with a valid checksum *and* the
+        image range this plan gives them (a shard staged under another ``mine.shards`` is not done).
+        """
+        shards = self.shards(self.config.mine.shards)
+        done = set()
+        for shard_id, marker in self.store.staged_shards(version).items():
+            if shard_id < len(shards):
+                ids = shards[shard_id]
+                first, last = (int(ids[0]), int(ids[-1])) if len(ids) else (None, None)
+                if (marker.meta.get("first_image_id"), marker.meta.get("last_image_id")) == (first, last):
+                    done.add(shard_id)
+        return done
+
     # ------------------------------------------------------------------ quarantine
     def quarantine(self) -> pa.Table:
         """Images that could not be read (QUARANTINE_SCHEMA); empty when none."""
@@ -301,7 +315,7 @@ class RunDir:
             if end in versions:
                 entries += [ScheduleEntry(f"mine v{end:04d}", "done"), ScheduleEntry(f"smooth v{end:04d}", "done")]
                 continue
-            done = len(self.store.done_shards(end))
+            done = len(self.done_shards(end))
             mstate = "done" if done >= num_shards else ("staged" if done else "pending")
             entries.append(ScheduleEntry(f"mine v{end:04d}", mstate, f"{min(done, num_shards)} of {num_shards} shards"))
             entries.append(ScheduleEntry(f"smooth v{end:04d}", "pending"))

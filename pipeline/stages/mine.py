@@ -55,7 +55,7 @@ def mine(run: RunDir, version: int, shard_ids: list[int] | None = None, progress
         for s in wanted:
             if not 0 <= s < num_shards:
                 raise ValueError(f"shard {s} does not exist: version {version} has {num_shards} shards (mine.shards)")
-        done = run.store.done_shards(version)
+        done = run.done_shards(version)
         todo = [s for s in wanted if s not in done]
         if not todo:
             return StageResult("mine", True, {"version": version, "shards_done": len(done), "shards": num_shards})
@@ -90,7 +90,7 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
     if not 0 <= shard_id < len(shards):
         raise ValueError(f"shard {shard_id} does not exist: version {version} has {len(shards)} shards (mine.shards)")
     ids = shards[shard_id]
-    if run.store.has_version(version) or shard_id in run.store.done_shards(version):
+    if run.store.has_version(version) or shard_id in run.done_shards(version):
         return ShardResult(version, shard_id, True, num_images=len(ids))
     t0 = time.perf_counter()
     source = cfg.priors.source

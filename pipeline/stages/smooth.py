@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 
-from pipeline.model_loading import file_digest
 from pipeline.progress import NULL_PROGRESS, Progress
 from pipeline.run_dir import RunDir
 from pipeline.stages.mine import shard_failures
@@ -45,12 +44,24 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
         earlier = [v for v in run.store.versions() if v < version]
         if not earlier:
             raise ValueError(f"smoothing version {version} needs an earlier committed version (run init_priors first)")
-        done = run.store.done_shards(version)
-        missing = sorted(set(range(cfg.mine.shards)) - done)
+        markers = run.store.staged_shards(version)
+        missing = sorted(set(range(cfg.mine.shards)) - run.done_shards(version))
         if missing:
             raise ValueError(
                 f"version {version} has {len(missing)} of {cfg.mine.shards} shards not mined (e.g. shard {missing[0]}); "
                 f"run `joindet stage run mine` for version {version} first"
+            )
+        stale = sorted(set(markers) - set(range(cfg.mine.shards)))
+        if stale:
+            raise ValueError(
+                f"version {version} has staged shards {stale} from a mining run with more shards than mine.shards="
+                f"{cfg.mine.shards}; remove {run.path / 'priors' / '_staging' / f'v{version:04d}'} and mine again"
+            )
+        digests = {m.meta.get("checkpoint_digest") for m in markers.values()}
+        if len(digests) > 1:
+            raise ValueError(
+                f"the shards of version {version} were mined from different checkpoints (the checkpoint of epoch "
+                f"{version - 1} changed while mining); remove {run.path / 'priors' / '_staging' / f'v{version:04d}'} and mine again"
             )
         t0 = time.perf_counter()
         progress.start(f"smooth v{version:04d}", None, unit="box")
@@ -66,11 +77,10 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
             prev, current, p.update, r0=r0, momentum=p.momentum, iou_thr=p.iou_thr,
             min_score=p.min_score, max_per_image=p.max_per_image,
         ).with_kind("smoothed")
-        ckpt = run.checkpoint_path(version - 1)
         kinds = {k: bs for k, bs in staged.items() if k in SOURCE_KINDS[p.source] or len(bs)}
         manifest = run.store.commit(
             version, {**kinds, "smoothed": smoothed}, parent=parent,
-            checkpoint_digest=file_digest(ckpt) if ckpt.is_file() else None,
+            checkpoint_digest=digests.pop(),
             config_digest=cfg.digest(),
             extra_stats={"source": p.source, "update": p.update, "quarantined": len(failed)},
         )

@@ -157,7 +157,11 @@ def test_status_follows_the_schedule(tmp_path: Path, data_root: Path) -> None:
     run.store.commit(0, {"smoothed": BoxSet.from_arrays(ids[:1], [[0, 0, 1, 1]])})
     (run.path / "checkpoints").mkdir()
     (run.path / "checkpoints" / "epoch-0000.pt").write_bytes(b"")
-    run.store.write_shard(2, 1, {"region": BoxSet.empty(), "instance": BoxSet.empty()})
+    planned = run.shards(3)[1]
+    meta = {"first_image_id": int(planned[0]), "last_image_id": int(planned[-1])}
+    run.store.write_shard(2, 1, {"region": BoxSet.empty(), "instance": BoxSet.empty()}, meta=meta)
+    run.store.write_shard(2, 2, {"region": BoxSet.empty()}, meta=meta)  # staged under another plan
+    assert run.done_shards(2) == {1}
     states = {e.name: (e.state, e.detail) for e in run.status().entries}
     assert states["init v0000"][0] == "done"
     assert states["train epochs 0-1"] == ("staged", "1 of 2 epochs")

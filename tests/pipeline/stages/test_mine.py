@@ -218,3 +218,17 @@ def test_shards_mined_on_threads_match_and_torch_settings_are_restored(tmp_path:
     maps = AttentionStore(threaded.path)
     assert all(maps.read(2, int(i)) is not None for i in threaded.image_ids())
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_shards_staged_under_another_shard_count_are_mined_again(tmp_path: Path, initialised_run: RunDir) -> None:  # noqa: F811
+    run = copy_run(initialised_run, tmp_path / "run")
+    mine(run, 2, shard_ids=[0])  # 2 shards: images 0-3 and 4-7
+    run = _rewrite(run, "mine", shards=3)  # resume-safe: same config digest
+    assert run.done_shards(2) == set()  # shard 0 now means images 0-2
+    result = mine(run, 2)
+    assert result.summary["shards_mined"] == [0, 1, 2]
+    assert run.done_shards(2) == {0, 1, 2}
+    clean = _rewrite(copy_run(initialised_run, tmp_path / "clean"), "mine", shards=3)
+    mine(clean, 2)
+    for kind in ("region", "instance"):
+        assert run.store.read_staged(2, kind).equals(clean.store.read_staged(2, kind))

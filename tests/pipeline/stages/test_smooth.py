@@ -118,3 +118,19 @@ def _rewrite_priors(run: RunDir, **changes: object) -> RunDir:
     info["config_digest"] = RunConfig.from_dict(info["config"]).digest()
     (run.path / "run.json").write_text(json.dumps(info))
     return RunDir.open(run.path)
+
+
+def test_shards_left_by_a_larger_shard_count_are_refused(tmp_path: Path, initialised_run: RunDir) -> None:  # noqa: F811
+    run = _rewrite_mine(copy_run(initialised_run, tmp_path / "run"), shards=3)
+    mine(run, 2)
+    run = _rewrite_mine(run, shards=2)
+    mine(run, 2)
+    with pytest.raises(ValueError, match=r"staged shards \[2\] .* mine.shards=2"):
+        smooth(run, 2)
+
+
+def _rewrite_mine(run: RunDir, **changes: object) -> RunDir:
+    info = json.loads((run.path / "run.json").read_text())
+    info["config"]["mine"].update(changes)
+    (run.path / "run.json").write_text(json.dumps(info))
+    return RunDir.open(run.path)
