@@ -166,27 +166,61 @@ class BoxSet:
         return pa.Table.from_arrays(cols, schema=BOXES_SCHEMA)
 
     @classmethod
-    def from_arrow(cls, table: pa.Table) -> "BoxSet":
-        """Inverse of ``to_arrow``. Columns are looked up by name; extra columns are ignored."""
-        def col(name: str) -> np.ndarray:
-            return table.column(name).to_numpy()
+    def from_arrow(cls, table: pa.Table, *, validate: bool = True) -> "BoxSet":
+        """Inverse of ``to_arrow``. Columns are looked up by name; extra columns are ignored.
 
-        boxes = np.stack([col("x0"), col("y0"), col("x1"), col("y1")], axis=1) if table.num_rows else None
-        kind_col = table.column("kind").combine_chunks() if table.num_rows else None
-        if kind_col is not None and pa.types.is_dictionary(kind_col.type):
-            names = kind_col.dictionary.to_pylist()
-            remap = np.array([KIND_CODES[n] for n in names], np.int8)
-            codes = remap[kind_col.indices.to_numpy(zero_copy_only=False)]
-        elif kind_col is not None:
-            codes = np.array([KIND_CODES[n] for n in kind_col.to_pylist()], np.int8)
+        ``validate=False`` skips the checks of ``from_arrays`` (finite, x0 <= x1, sorted): only for
+        tables known to come from a valid BoxSet, e.g. a store file whose sha256 matched. Columns
+        are copied once, chunk by chunk, into the [N, 4] box array.
+        """
+        n = table.num_rows
+        boxes = np.empty((n, 4), np.float32)
+        for i, name in enumerate(("x0", "y0", "x1", "y1")):
+            _fill(boxes[:, i], table.column(name))
+        ids = _flat(table.column("image_id"), np.int64)
+        scores = _flat(table.column("score"), np.float32)
+        codes = _kind_column_codes(table.column("kind"), n)
+        if not validate:
+            return cls(ids, boxes, scores, codes)
+        return cls.from_arrays(ids, boxes, scores, codes)
+
+
+def _fill(out: np.ndarray, column: pa.ChunkedArray) -> None:
+    """Copy a numeric chunked column into ``out`` (a possibly strided view) without concatenating."""
+    off = 0
+    for chunk in column.chunks:
+        k = len(chunk)
+        out[off : off + k] = chunk.to_numpy(zero_copy_only=False)
+        off += k
+
+
+def _flat(column: pa.ChunkedArray, dtype: type) -> np.ndarray:
+    if column.num_chunks == 1:
+        return np.asarray(column.chunk(0).to_numpy(zero_copy_only=False), dtype)
+    out = np.empty(len(column), dtype)
+    _fill(out, column)
+    return out
+
+
+def _kind_column_codes(column: pa.ChunkedArray, n: int) -> np.ndarray:
+    """int8 codes into KINDS of a kind column (dictionary or plain strings)."""
+    out = np.empty(n, np.int8)
+    off = 0
+    for chunk in column.chunks:
+        k = len(chunk)
+        if pa.types.is_dictionary(chunk.type):
+            names = chunk.dictionary.to_pylist()
+            try:
+                remap = np.array([KIND_CODES[name] for name in names], np.int8)
+            except KeyError as exc:
+                raise BoxSetError(f"unknown kind {exc.args[0]!r}; expected one of {list(KINDS)}") from None
+            idx = chunk.indices.to_numpy(zero_copy_only=False)
+            # the store writes the dictionary in KINDS order, so the remap is usually the identity
+            out[off : off + k] = idx if names == list(KINDS)[: len(names)] else remap[idx]
         else:
-            codes = np.zeros(0, np.int8)
-        return cls.from_arrays(
-            col("image_id") if table.num_rows else np.zeros(0, np.int64),
-            boxes if boxes is not None else np.zeros((0, 4), np.float32),
-            col("score") if table.num_rows else None,
-            codes,
-        )
+            out[off : off + k] = _kind_codes(np.asarray(chunk.to_pylist(), dtype=object), k)
+        off += k
+    return out
 
 
 def _kind_codes(kinds: str | Sequence[str] | np.ndarray | None, n: int) -> np.ndarray:
