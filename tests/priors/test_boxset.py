@@ -69,3 +69,28 @@ def test_rejects_bad_kind_and_lengths() -> None:
         BoxSet.from_arrays([0], [[0, 0, 1, 1]], kinds="proposal")
     with pytest.raises(BoxSetError, match="scores has 2 rows"):
         BoxSet.from_arrays([0], [[0, 0, 1, 1]], [0.1, 0.2])
+
+
+def test_from_arrow_remaps_foreign_dictionary_and_multichunk() -> None:
+    import pyarrow as pa
+
+    bs = _random(9, seed=4)
+    t = bs.to_arrow()
+    names = ["smoothed", "instance", "region"]  # another dictionary order than KINDS
+    idx = pa.array([names.index(k) for k in bs.kind_names()], pa.int8())
+    t = t.set_column(6, "kind", pa.DictionaryArray.from_arrays(idx, names))
+    multi = pa.concat_tables([t.slice(0, 4), t.slice(4)])
+    assert multi.column("x0").num_chunks == 2
+    assert BoxSet.from_arrow(multi).equals(bs)
+    assert BoxSet.from_arrow(multi, validate=False).equals(bs)
+    plain = t.set_column(6, "kind", pa.array(bs.kind_names()))
+    assert BoxSet.from_arrow(plain).equals(bs)
+
+
+def test_from_arrow_validates_by_default() -> None:
+    import pyarrow as pa
+
+    t = _random(3).to_arrow()
+    t = t.set_column(3, "x1", pa.array([float("nan")] * 3, pa.float32()))
+    with pytest.raises(BoxSetError, match="NaN"):
+        BoxSet.from_arrow(t)
