@@ -105,6 +105,14 @@ class RunDir:
         self.store = _shared_store(self.path)
         self._images: pa.Table | None = None
 
+    def __reduce__(self) -> tuple:
+        # Shipped to another process (a Dask worker) as its path: the receiver reopens the run
+        # and gets its own store and lock state rather than a copy of this process's.
+        return (RunDir.open, (str(self.path),))
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
     # ------------------------------------------------------------------ create / open
     @classmethod
     def create(cls, path: str | Path, cfg: RunConfig, dataset: Any = None, force: bool = False) -> "RunDir":
@@ -159,7 +167,7 @@ class RunDir:
             "joindet_version": _joindet_version(),
         }
         _atomic_write(path / RUN_JSON, json.dumps(info, indent=2, sort_keys=True).encode())
-        return cls(path, info)
+        return cls.open(path)  # exactly what every later process will see
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":

@@ -169,3 +169,12 @@ def test_status_follows_the_schedule(tmp_path: Path, data_root: Path) -> None:
     assert states["smooth v0002"][0] == "pending"
     d = run.status().to_dict()
     assert d["latest_version"] == 0 and d["last_checkpoint"] == 0 and d["complete"] is False
+
+
+def test_a_pickled_run_reopens_from_its_path(tmp_path: Path, data_root: Path) -> None:
+    import pickle
+
+    run = _create(tmp_path / "run", data_root)
+    with run.lock():
+        copy = pickle.loads(pickle.dumps(run))
+    assert copy.path == run.path and copy.info == run.info and copy.config.digest() == run.config.digest()
