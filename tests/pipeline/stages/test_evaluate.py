@@ -114,3 +114,19 @@ def test_datasets_without_ground_truth_are_refused(tmp_path: Path, synthetic_roo
     run = RunDir.create(tmp_path / "run", tiny_config(), dataset=ds)
     with pytest.raises(ValueError, match="no ground-truth boxes"):
         evaluate_priors(run)
+
+
+def test_ground_truth_committed_as_priors_scores_one(tmp_path: Path, initialised_run: RunDir) -> None:  # noqa: F811
+    """The whole chain pixels -> normalised store rows -> pixels for COCOeval loses nothing."""
+    run = copy_run(initialised_run, tmp_path / "run")
+    gt = run.dataset().coco_ground_truth()
+    size = {im["id"]: (im["width"], im["height"]) for im in gt["images"]}
+    ids, boxes = [], []
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        iw, ih = size[a["image_id"]]
+        ids.append(a["image_id"])
+        boxes.append([x / iw, y / ih, (x + w) / iw, (y + h) / ih])
+    run.store.commit(2, {"smoothed": BoxSet.from_arrays(ids, boxes)}, parent=0)
+    m = evaluate_priors(run, versions=[2])["v0002"]["smoothed"]
+    assert m["AP"] == pytest.approx(1.0) and m["AR@1"] <= m["AR@10"] == pytest.approx(1.0)
