@@ -11,6 +11,7 @@ sampling would return zero but the atlas could reach another level) get attentio
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -24,22 +25,21 @@ def level_start_index(spatial_shapes: Tensor) -> Tensor:
     return torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
 
 
-def _atlas_layout(spatial_shapes: Tensor) -> tuple[int, int, Tensor, Tensor]:
-    """Atlas height, width, row offset of each level [L] and atlas index of every token [S]."""
-    shapes = spatial_shapes.tolist()
+@functools.lru_cache(maxsize=64)
+def _atlas_layout(shapes: tuple[tuple[int, int], ...], device: torch.device) -> tuple[int, int, Tensor, Tensor]:
+    """Atlas height, width, row offset of each level [L] and atlas index of every token [S].
+
+    Cached per (shapes, device): a training run sees few distinct shapes per batch size.
+    """
     heights = [h for h, _ in shapes]
     atlas_h = sum(heights) + len(shapes) - 1  # one zero row between two levels
     atlas_w = max(w for _, w in shapes)
-    device = spatial_shapes.device
-    row_offset = torch.tensor(
-        [sum(heights[:i]) + i for i in range(len(shapes))], device=device, dtype=torch.long
-    )
-    areas = spatial_shapes[:, 0] * spatial_shapes[:, 1]
-    level = torch.repeat_interleave(torch.arange(len(shapes), device=device), areas)
-    local = torch.arange(int(areas.sum()), device=device) - level_start_index(spatial_shapes)[level]
-    width = spatial_shapes[level, 1]
-    index = (local // width + row_offset[level]) * atlas_w + local % width
-    return atlas_h, atlas_w, row_offset, index
+    offsets = [sum(heights[:i]) + i for i in range(len(shapes))]
+    index = torch.cat([
+        ((torch.arange(h)[:, None] + off) * atlas_w + torch.arange(w)[None, :]).flatten()
+        for (h, w), off in zip(shapes, offsets)
+    ])
+    return atlas_h, atlas_w, torch.tensor(offsets, dtype=torch.float32, device=device), index.to(device)
 
 
 def ms_deform_attn(
@@ -63,24 +63,27 @@ def ms_deform_attn(
     """
     n, _, m, dh = value.shape
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape
-    atlas_h, atlas_w, row_offset, index = _atlas_layout(spatial_shapes)
-
+    shapes = tuple((int(h), int(w)) for h, w in spatial_shapes.tolist())
     flat = value.permute(0, 2, 3, 1).reshape(n * m, dh, -1)
-    atlas = flat.new_zeros(n * m, dh, atlas_h * atlas_w).index_copy(2, index, flat)
-    atlas = atlas.view(n * m, dh, atlas_h, atlas_w)
-
-    size = spatial_shapes.to(sampling_locations.dtype)  # [L, 2] (H, W)
-    x = sampling_locations[..., 0] * size[:, 1, None]  # pixels of the level, [N, Lq, M, L, P]
-    y = sampling_locations[..., 1] * size[:, 0, None]
-    inside = (x > -0.5) & (x < size[:, 1, None] + 0.5) & (y > -0.5) & (y < size[:, 0, None] + 0.5)
-    gx = 2.0 * x / atlas_w - 1.0
-    gy = 2.0 * (y + row_offset.to(y.dtype)[:, None]) / atlas_h - 1.0
-    grid = torch.stack([gx, gy], dim=-1).permute(0, 2, 1, 3, 4, 5)  # [N, M, Lq, L, P, 2]
-    grid = grid.reshape(n * m, lq, n_levels * n_points, 2)
-    sampled = F.grid_sample(atlas, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-    weights = (attention_weights * inside.to(attention_weights.dtype)).permute(0, 2, 1, 3, 4)
-    weights = weights.reshape(n * m, 1, lq, n_levels * n_points)
+    grid = sampling_locations.permute(0, 2, 1, 3, 4, 5).reshape(n * m, lq, n_levels * n_points, 2)
+    weights = attention_weights.permute(0, 2, 1, 3, 4).reshape(n * m, 1, lq, n_levels * n_points)
+    if n_levels == 1:
+        # One level is its own atlas: zero padding alone gives the per-level semantics.
+        image = flat.view(n * m, dh, *shapes[0])
+        grid = 2.0 * grid - 1.0
+    else:
+        atlas_h, atlas_w, row_offset, index = _atlas_layout(shapes, value.device)
+        image = flat.new_zeros(n * m, dh, atlas_h * atlas_w).index_copy(2, index, flat).view(n * m, dh, atlas_h, atlas_w)
+        size = spatial_shapes.to(grid.dtype).repeat_interleave(n_points, 0)  # [L*P, 2] (H, W)
+        x = grid[..., 0] * size[:, 1]  # pixels of the point's level, [N*M, Lq, L*P]
+        y = grid[..., 1] * size[:, 0]
+        # A point whose 4 neighbours all lie outside its level reads 0; the atlas could reach
+        # another level there, so such points are given weight 0.
+        inside = ((x - size[:, 1] / 2).abs() < (size[:, 1] + 1) / 2) & ((y - size[:, 0] / 2).abs() < (size[:, 0] + 1) / 2)
+        weights = weights * inside[:, None].to(weights.dtype)
+        offset = row_offset.to(grid.dtype).repeat_interleave(n_points)
+        grid = torch.stack([2.0 * x / atlas_w - 1.0, 2.0 * (y + offset) / atlas_h - 1.0], -1)
+    sampled = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     out = (sampled * weights).sum(-1)  # [N*M, Dh, Lq]
     return out.view(n, m * dh, lq).transpose(1, 2).contiguous()
 
