@@ -46,7 +46,7 @@ def mine(run: RunDir, version: int, shard_ids: list[int] | None = None, progress
     Skipped when ``version`` is committed or every requested shard is already staged.
     """
     progress = progress or NULL_PROGRESS
-    _check_version(run, version)
+    _check_version(version)
     with run.lock():
         if run.store.has_version(version):
             return StageResult("mine", True, {"version": version, "committed": True})
@@ -59,6 +59,7 @@ def mine(run: RunDir, version: int, shard_ids: list[int] | None = None, progress
         todo = [s for s in wanted if s not in done]
         if not todo:
             return StageResult("mine", True, {"version": version, "shards_done": len(done), "shards": num_shards})
+        _check_checkpoint(run, version)
         t0 = time.perf_counter()
         results = [mine_shard(str(run.path), version, s, progress) for s in todo]
         failed = [f for r in results for f in r.failed]
@@ -83,8 +84,8 @@ def mine(run: RunDir, version: int, shard_ids: list[int] | None = None, progress
 def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = NULL_PROGRESS) -> ShardResult:
     """Mine and stage one shard of ``version``; skipped when it is already staged (or committed)."""
     progress = progress or NULL_PROGRESS
+    _check_version(version)
     run = RunDir.open(run_path)
-    _check_version(run, version)
     cfg = run.config
     shards = run.shards(cfg.mine.shards)
     if not 0 <= shard_id < len(shards):
@@ -92,6 +93,7 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
     ids = shards[shard_id]
     if run.store.has_version(version) or shard_id in run.done_shards(version):
         return ShardResult(version, shard_id, True, num_images=len(ids))
+    _check_checkpoint(run, version)
     t0 = time.perf_counter()
     source = cfg.priors.source
     skip = frozenset(run.quarantined_ids())
@@ -208,11 +210,13 @@ def _save_attention(out: AttentionMaps, image_ids: np.ndarray, maps: torch.Tenso
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_version(run: RunDir, version: int) -> None:
+def _check_version(version: int) -> None:
     if version < 1:
         raise ValueError(f"version {version} cannot be mined: version 0 is R_0 (run init_priors); mine versions >= 1")
-    needs_model = run.config.priors.source in MODEL_SOURCES
-    if needs_model and not run.checkpoint_path(version - 1).is_file():
+
+
+def _check_checkpoint(run: RunDir, version: int) -> None:
+    if run.config.priors.source in MODEL_SOURCES and not run.checkpoint_path(version - 1).is_file():
         raise FileNotFoundError(
             f"mining version {version} needs the checkpoint of epoch {version - 1} "
             f"({run.checkpoint_path(version - 1)}); train up to epoch {version} first"

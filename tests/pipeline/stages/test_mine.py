@@ -232,3 +232,12 @@ def test_shards_staged_under_another_shard_count_are_mined_again(tmp_path: Path,
     mine(clean, 2)
     for kind in ("region", "instance"):
         assert run.store.read_staged(2, kind).equals(clean.store.read_staged(2, kind))
+
+
+def test_done_work_needs_no_checkpoint(tmp_path: Path, initialised_run: RunDir) -> None:  # noqa: F811
+    run = copy_run(initialised_run, tmp_path / "run")
+    mine(run, 2)
+    run.checkpoint_path(1).unlink()  # e.g. old checkpoints pruned after mining
+    assert mine(run, 2).skipped and mine_shard(str(run.path), 2, 0).skipped
+    smooth(run, 2)
+    assert mine(run, 2).skipped
