@@ -52,6 +52,21 @@ def test_two_round_pretrain_commits_versions_0_n_2n_and_checkpoints(reference_ru
     assert '"complete": true' in status.output
 
 
+def test_each_version_is_published_as_a_prefect_table_artifact(reference_run: tuple[Path, dict]) -> None:
+    import sqlite3
+
+    # The flow's temporary server is gone; its database (in the subprocess's PREFECT_HOME) stays.
+    db = sqlite3.connect(reference_run[0].parent / "prefect-home" / "prefect.db")
+    try:
+        rows = db.execute("select key, type, data from artifact where key is not null").fetchall()
+        flows = db.execute("select state_type from flow_run").fetchall()
+    finally:
+        db.close()
+    assert flows == [("COMPLETED",)]
+    assert sorted((k, t) for k, t, _ in rows) == [("run-v0000", "table"), ("run-v0001", "table"), ("run-v0002", "table")]
+    assert all("AR@100" in data for _, _, data in rows)
+
+
 def test_rerunning_a_finished_run_does_nothing(reference_run: tuple[Path, dict], tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(reference_run[0], run)
