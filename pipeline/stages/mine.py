@@ -6,6 +6,11 @@ each shard, the detector runs in eval mode in fixed batches: encoder features ->
 shard's boxes are staged in one file per shard (``priors/_staging/vNNNN/mine/``); a shard already
 staged with a valid checksum is skipped, so a crashed mine redoes only the missing shards.
 
+Determinism: the same checkpoint, images, ``mine.shards``, ``mine.batch_size`` and device give
+bit-identical boxes (fixed order, fixed batches, eval mode, deterministic kernels). The batch size
+and the device change the float rounding of the network (scores differ in the last bit between
+batch sizes 1 and 4 on CPU), so both are recorded in each shard's marker.
+
 ``mine_shard`` takes the run's *path* so it can be shipped to a Dask worker; it does not take the
 run's writer lock (shards are independent files written atomically, and many workers write them
 at once while the flow holds the lock). Images that fail to load are recorded in the shard's
@@ -99,7 +104,8 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
     skip = frozenset(run.quarantined_ids())
     failed: list[tuple[int, str, str]] = []
     meta: dict = {"first_image_id": int(ids[0]) if len(ids) else None,
-                  "last_image_id": int(ids[-1]) if len(ids) else None, "source": source}
+                  "last_image_id": int(ids[-1]) if len(ids) else None, "source": source,
+                  "batch_size": cfg.mine.batch_size, "device": str(resolve_device(cfg.mine.device))}
     if source in MODEL_SOURCES:
         kinds, failed, meta["checkpoint_digest"] = _mine_with_model(run, version, shard_id, ids, skip, progress)
     elif source == "region0":
