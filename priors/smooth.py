@@ -15,10 +15,13 @@ drops it; a new find (only in the current set) must be confirmed once to reach f
 Clusters whose total weight is zero (momentum 1 and only current boxes, momentum 0 and only
 previous boxes, or all-zero scores) have no defined fused box and are dropped.
 
-Vectorised across images: boxes are sorted globally by (image, -weighted score), and the greedy
-assignment runs as a loop over the rank k within an image, advancing every image at once on
-padded [images, clusters] arrays. The cost is O(max boxes per image) numpy steps, not a Python
-loop over images or boxes.
+Vectorised across images: each image's boxes sit in one row of a padded [images, boxes] grid,
+sorted within the row by descending weighted score, and the greedy assignment runs as a loop over
+the rank k within an image, advancing every image at once: the IoU of every image's k-th box with
+that image's current clusters is one [clusters, images] numpy expression, and a join updates
+running sums (weighted coordinates, weight) so the fused box is an O(1) update. Images are
+ordered by box count so the images still holding a k-th box are a prefix. The cost is
+O(max boxes per image) numpy steps per block of images, not a Python loop over images or boxes.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import numpy as np
 
 from priors.boxset import BoxSet
 
-#: Images x cluster slots per padded block: bounds memory (~ 40 bytes a slot) at COCO scale.
-_SLOTS_PER_BLOCK = 1 << 22
+#: Images x cluster slots per padded block: bounds memory (~ 300 bytes a slot, so ~ 300 MB) at
+#: COCO scale; larger blocks gain nothing once the per-step numpy work dwarfs the call overhead.
+_SLOTS_PER_BLOCK = 1 << 20
 
 
 def box_smooth(
@@ -59,113 +63,185 @@ def box_smooth(
         raise ValueError(f"iou_thr must be in [0, 1], got {iou_thr}")
     if max_per_image is not None and max_per_image < 0:
         raise ValueError(f"max_per_image must be >= 0 or None, got {max_per_image}")
-    ids = np.concatenate([prev.image_ids, cur.image_ids])
-    boxes = np.clip(np.concatenate([prev.boxes, cur.boxes]).astype(np.float64), 0.0, 1.0)
-    scores = np.concatenate([prev.scores, cur.scores]).astype(np.float64)
-    from_cur = np.concatenate([np.zeros(len(prev), bool), np.ones(len(cur), bool)])
-    weighted = scores * np.where(from_cur, 1.0 - momentum, momentum)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    keep = (area != 0.0) & (scores >= 0.0)
-    # One global sort: by image, then descending weighted score (WBF's visiting order).
-    order = np.flatnonzero(keep)[np.lexsort((-weighted[keep], ids[keep]))]
-    ids, boxes, scores, from_cur, weighted = ids[order], boxes[order], scores[order], from_cur[order], weighted[order]
-    uniq, starts, counts = np.unique(ids, return_index=True, return_counts=True)
-    parts: list[tuple[np.ndarray, ...]] = []
+    sides = [_clean(prev, momentum, False), _clean(cur, 1.0 - momentum, True)]
+    uniq = np.union1d(_distinct_sorted(sides[0][0]), _distinct_sorted(sides[1][0]))
+    if not len(uniq):
+        return BoxSet.empty()
+    # Column of each box in its image's padded row: previous boxes first, then current ones, each
+    # in their BoxSet order (the tie order of a stable sort of the concatenation).
+    cols, imgs, counts = [], [], np.zeros(len(uniq), np.int64)
+    for ids, *_ in sides:
+        img = np.searchsorted(uniq, ids)
+        n_side = np.bincount(img, minlength=len(uniq))
+        first = np.cumsum(n_side) - n_side
+        cols.append(np.arange(len(ids)) - first[img] + counts[img])
+        imgs.append(img)
+        counts += n_side
+    img = np.concatenate(imgs)
+    col = np.concatenate(cols)
+    boxes, scores, from_cur, weighted = (np.concatenate([s[k] for s in sides]) for k in range(1, 5))
+    # Images ranked by box count (descending), so that in any block the images still holding a
+    # k-th box are a prefix and the padded width is the first image's count.
+    by_len = np.argsort(-counts, kind="stable")
+    pos = np.empty_like(by_len)
+    pos[by_len] = np.arange(len(by_len))
+    row_pos = pos[img]
+    sorted_counts = counts[by_len]
+    kept_img, kept_rank, kept_boxes, kept_scores = [], [], [], []
     lo = 0
     while lo < len(uniq):
-        hi = lo + 1
-        width = counts[lo]
-        # Grow the block while its padded size stays under the slot budget.
-        while hi < len(uniq) and (hi + 1 - lo) * max(width, counts[hi]) <= _SLOTS_PER_BLOCK:
-            width = max(width, counts[hi])
-            hi += 1
-        parts.append(
-            _cluster_block(uniq[lo:hi], starts[lo:hi], counts[lo:hi], boxes, scores, from_cur, weighted, iou_thr)
+        width = max(int(sorted_counts[lo]), 1)
+        # Largest block whose padded size (images x widest image) fits the slot budget.
+        hi = min(len(uniq), lo + max(1, _SLOTS_PER_BLOCK // width))
+        rows = np.flatnonzero((row_pos >= lo) & (row_pos < hi)) if lo or hi < len(uniq) else slice(None)
+        block_img, rank, b, s = _cluster_block(
+            hi - lo, width, row_pos[rows] - lo, col[rows], boxes[rows], scores[rows], from_cur[rows],
+            weighted[rows], iou_thr, min_score, max_per_image,
         )
+        kept_img.append(by_len[lo:hi][block_img])
+        kept_rank.append(rank)
+        kept_boxes.append(b)
+        kept_scores.append(s)
         lo = hi
-    if not parts:
-        return BoxSet.empty()
-    out_ids, out_boxes, out_scores = (np.concatenate(c) for c in zip(*parts))
-    sel = out_scores >= min_score
-    out_ids, out_boxes, out_scores = out_ids[sel], out_boxes[sel], out_scores[sel]
-    order = np.lexsort((-out_scores, out_ids))
-    out_ids, out_boxes, out_scores = out_ids[order], out_boxes[order], out_scores[order]
-    if max_per_image is not None:
-        first = np.searchsorted(out_ids, out_ids, side="left")
-        sel = np.arange(len(out_ids)) - first < max_per_image
-        out_ids, out_boxes, out_scores = out_ids[sel], out_boxes[sel], out_scores[sel]
-    return BoxSet.from_arrays(
-        out_ids, out_boxes.astype(np.float32), out_scores.astype(np.float32), "smoothed", assume_sorted=True
-    )
+    out_img = np.concatenate(kept_img)
+    # Scatter into image-id order; within an image the block already sorted by score.
+    per_img = np.bincount(out_img, minlength=len(uniq))
+    where = (np.cumsum(per_img) - per_img)[out_img] + np.concatenate(kept_rank)
+    out_ids = np.empty(len(out_img), np.int64)
+    out_ids[where] = uniq[out_img]
+    out_boxes = np.empty((len(out_img), 4), np.float32)
+    out_boxes[where] = np.concatenate(kept_boxes)
+    out_scores = np.empty(len(out_img), np.float32)
+    out_scores[where] = np.concatenate(kept_scores)
+    return BoxSet.from_arrays(out_ids, out_boxes, out_scores, "smoothed", assume_sorted=True)
+
+
+def _distinct_sorted(ids: np.ndarray) -> np.ndarray:
+    """Distinct values of a non-decreasing int array in O(N) (np.unique would sort again)."""
+    return ids[np.concatenate([np.ones(min(len(ids), 1), bool), ids[1:] != ids[:-1]])]
+
+
+def _clean(
+    boxes: BoxSet, weight: float, is_cur: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """WBF's input cleaning of one side: (ids [N], boxes float64 [N, 4] clipped to [0, 1], scores
+    [N], from_cur bool [N], weighted scores [N]) without zero-area boxes and negative scores."""
+    b = np.clip(boxes.boxes.astype(np.float64), 0.0, 1.0)
+    s = boxes.scores.astype(np.float64)
+    keep = np.flatnonzero(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) != 0.0) & (s >= 0.0))
+    s = s[keep]
+    return boxes.image_ids[keep], b[keep], s, np.full(len(keep), is_cur), s * weight
 
 
 def _cluster_block(
-    image_ids: np.ndarray,
-    starts: np.ndarray,
-    counts: np.ndarray,
+    n_img: int,
+    width: int,
+    img: np.ndarray,
+    col: np.ndarray,
     boxes: np.ndarray,
     scores: np.ndarray,
     from_cur: np.ndarray,
     weighted: np.ndarray,
     iou_thr: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    min_score: float,
+    max_per_image: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Greedy WBF clustering of a block of images, all images advanced together.
 
-    Rows of image i are starts[i] : starts[i] + counts[i] of the globally sorted arrays (boxes
-    float64 [N, 4] xyxy, scores/weighted float64 [N], from_cur bool [N]). Returns the fused
-    (image_ids int64 [K], boxes float64 [K, 4], scores float64 [K]) of clusters with weight > 0.
+    Box j sits in image img[j] (0 <= img < n_img; images by non-increasing box count) at padded
+    column col[j] < width (boxes float64 [N, 4] xyxy, scores/weighted float64 [N], from_cur bool
+    [N]). Returns the kept fused clusters (image int64 [K], rank within its image by descending
+    score int64 [K], boxes float64 [K, 4], scores float64 [K]).
     """
-    # Longest images first, so the images still active at rank k are a prefix.
-    by_len = np.argsort(-counts, kind="stable")
-    image_ids, starts, counts = image_ids[by_len], starts[by_len], counts[by_len]
-    n_img, width = len(counts), int(counts[0])
-    fused = np.zeros((n_img, width, 4))
-    acc = np.zeros((n_img, width, 4))
-    wsum = np.zeros((n_img, width))
-    ssum = np.zeros((n_img, width))
-    members = np.zeros((n_img, width), np.int64)
-    has_prev = np.zeros((n_img, width), bool)
-    has_cur = np.zeros((n_img, width), bool)
+    key = np.full((n_img, width), np.inf)
+    key[img, col] = -weighted
+    # Visiting order within each image: descending weighted score, ties in column order.
+    order = np.argsort(key, axis=1, kind="stable")
+    src = np.full((n_img, width), -1, np.int64)
+    src[img, col] = np.arange(len(img))
+    src = np.take_along_axis(src, order, axis=1).T.copy()  # [rank, image] -> box row, -1 if none
+    present = src >= 0
+    # Rank-major inputs [5, rank, image]: x0, y0, x1, y1, area, so that the k-th box of every image
+    # is a contiguous row. Absent slots (src -1) gather garbage that is never read: at rank k the
+    # images holding a k-th box are a prefix.
+    gathered = boxes[src.ravel()].T.reshape(4, width, n_img)
+    pb = np.concatenate([gathered, ((gathered[2] - gathered[0]) * (gathered[3] - gathered[1]))[None]])
+    pw = weighted[src]
+    # Weighted coordinates and weight, the increments of the running sums.
+    pinc = np.concatenate([gathered * pw, pw[None]])
+    # Cluster-major state [5, slot, image]: fused x0, y0, x1, y1, area, and the running sums of
+    # weighted coordinates and weights that make a join an O(1) update. Unused slots hold a
+    # zero-area box outside [0, 1]: IoU 0, never a match, so no masking is needed.
+    fused = np.full((5, width, n_img), 3.0)
+    fused[4] = 0.0
+    sums = np.zeros((5, width * n_img))
+    fx0, fy0, fx1, fy1, farea = fused
+    flat_fused = fused.reshape(5, -1)
+    target = np.zeros((width, n_img), np.int64)
     n_clusters = np.zeros(n_img, np.int64)
-    slots = np.arange(width)
+    buf = np.empty((3, n_img * width))
     # active[k]: how many images have more than k boxes (a prefix, as counts are descending).
-    active = np.searchsorted(-counts, -np.arange(width), side="left")
+    active = present.sum(1)
+    images = np.arange(n_img)
     for k in range(width):
         a = int(active[k])
-        rows = starts[:a] + k
-        box, w = boxes[rows], weighted[rows]
+        bx0, by0, bx1, by1, barea = pb[:, k, :a]
         ncl = n_clusters[:a]
-        if k:
-            cand = fused[:a, :k]
-            ix0 = np.maximum(cand[..., 0], box[:, None, 0])
-            iy0 = np.maximum(cand[..., 1], box[:, None, 1])
-            ix1 = np.minimum(cand[..., 2], box[:, None, 2])
-            iy1 = np.minimum(cand[..., 3], box[:, None, 3])
-            inter = np.maximum(ix1 - ix0, 0.0) * np.maximum(iy1 - iy0, 0.0)
-            area_c = (cand[..., 2] - cand[..., 0]) * (cand[..., 3] - cand[..., 1])
-            area_b = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
-            iou = inter / (area_c + area_b[:, None] - inter)
-            iou[slots[None, :k] >= ncl[:, None]] = -1.0
-            best = iou.argmax(axis=1)
-            matched = iou[np.arange(a), best] > iou_thr
-            target = np.where(matched, best, ncl)
+        c = int(ncl.max()) if k else 0
+        if c:
+            t1, t2, t3 = (buf[j, : a * c].reshape(c, a) for j in range(3))
+            np.maximum(fx0[:c, :a], bx0, out=t1)
+            np.minimum(fx1[:c, :a], bx1, out=t2)
+            np.subtract(t2, t1, out=t2)
+            np.maximum(t2, 0.0, out=t2)
+            np.maximum(fy0[:c, :a], by0, out=t1)
+            np.minimum(fy1[:c, :a], by1, out=t3)
+            np.subtract(t3, t1, out=t3)
+            np.maximum(t3, 0.0, out=t3)
+            inter = np.multiply(t2, t3, out=t2)
+            union = np.add(farea[:c, :a], barea, out=t3)
+            np.subtract(union, inter, out=union)
+            iou = np.divide(inter, union, out=inter)
+            best = iou.argmax(axis=0)
+            matched = iou.ravel()[best * a + images[:a]] > iou_thr
+            tgt = np.where(matched, best, ncl)
         else:
             matched = np.zeros(a, bool)
-            target = ncl.copy()
-        r = np.arange(a)
-        acc[r, target] += w[:, None] * box
-        wsum[r, target] += w
-        ssum[r, target] += scores[rows]
-        members[r, target] += 1
-        has_prev[r, target] |= ~from_cur[rows]
-        has_cur[r, target] |= from_cur[rows]
-        tw = wsum[r, target]
-        # A cluster with zero weight so far keeps its first box, so later boxes can still match it.
-        first = np.where(matched[:, None], fused[r, target], box)
-        fused[r, target] = np.where((tw > 0)[:, None], acc[r, target] / np.where(tw > 0, tw, 1.0)[:, None], first)
+            tgt = ncl.copy()
+        target[k, :a] = tgt
+        at = tgt * n_img + images[:a]
+        acc = sums[:, at] + pinc[:, k, :a]
+        sums[:, at] = acc
+        tw = acc[4]
+        new = np.empty((5, a))
+        np.divide(acc[:4], tw, out=new[:4], where=tw > 0)
+        zero = tw <= 0
+        if zero.any():
+            # A cluster with zero weight so far keeps its first box, so later boxes can match it.
+            new[:, zero] = np.where(matched[zero], flat_fused[:, at[zero]], pb[:, k, :a][:, zero])
+        new[4] = (new[2] - new[0]) * (new[3] - new[1])
+        flat_fused[:, at] = new
         n_clusters[:a] += ~matched
-    live = (slots[None, :] < n_clusters[:, None]) & (wsum > 0)
-    img, slot = np.nonzero(live)
-    mean = ssum[img, slot] / members[img, slot]
-    both = has_prev[img, slot] & has_cur[img, slot]
-    return image_ids[img], fused[img, slot], np.where(both, mean, 0.5 * mean)
+    wsum = sums[4]
+    # Member statistics need no running state: one bincount per statistic after the loop.
+    r, i = np.nonzero(present)
+    slot = target[r, i] * n_img + i
+    size = n_img * width
+    members = np.bincount(slot, minlength=size)
+    ssum = np.bincount(slot, scores[src[r, i]], minlength=size)
+    n_cur = np.bincount(slot, from_cur[src[r, i]], minlength=size)
+    live = (members > 0) & (wsum > 0)
+    mean = ssum / np.maximum(members, 1)
+    both = (n_cur > 0) & (n_cur < members)
+    score = np.where(both, mean, 0.5 * mean)
+    live &= score >= min_score
+    # Per image (row of the transposed grid): slots by descending score, dead ones last.
+    key = np.where(live, -score, np.inf).reshape(width, n_img).T
+    order = np.argsort(key, axis=1, kind="stable")
+    n_keep = live.reshape(width, n_img).sum(0)
+    if max_per_image is not None:
+        n_keep = np.minimum(n_keep, max_per_image)
+    out_i, rank = np.nonzero(np.arange(width)[None, :] < n_keep[:, None])
+    flat = order[out_i, rank] * n_img + out_i
+    out_boxes = flat_fused[:4, flat].T
+    return out_i, rank, out_boxes, score[flat]

@@ -178,3 +178,16 @@ def test_out_of_range_clipped_and_zero_area_dropped_as_wbf(seed: int) -> None:
     out = box_smooth(prev, cur, momentum=0.3)
     assert ((out.boxes >= 0) & (out.boxes <= 1)).all()
     assert _same_boxes(out.boxes.astype(np.float64), _wbf(prev, cur, 0.3, 0.55))
+
+
+def test_blocks_of_images_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    import priors.smooth as smooth
+
+    rng = np.random.default_rng(11)
+    prev = _random_set(rng, 40, 10)
+    cur = _random_set(rng, 40, 10, near=prev)
+    whole = box_smooth(prev, cur, min_score=0.1, max_per_image=5)
+    monkeypatch.setattr(smooth, "_SLOTS_PER_BLOCK", 25)  # a few images per block
+    blocked = box_smooth(prev, cur, min_score=0.1, max_per_image=5)
+    assert np.array_equal(whole.image_ids, blocked.image_ids)
+    assert np.array_equal(whole.boxes, blocked.boxes) and np.array_equal(whole.scores, blocked.scores)
