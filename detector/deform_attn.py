@@ -59,14 +59,16 @@ def ms_deform_attn(
         attention_weights: [N, Lq, M, L, P], weight of each sample (usually softmax over L * P).
 
     Returns:
-        [N, Lq, M * Dh]. Samples outside a level read zeros (``padding_mode="zeros"``).
+        [N, Lq, M * Dh] in value's dtype (computed in at least float32). Samples outside a level read zeros (``padding_mode="zeros"``).
     """
     n, _, m, dh = value.shape
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape
     shapes = tuple((int(h), int(w)) for h, w in spatial_shapes.tolist())
-    flat = value.permute(0, 2, 3, 1).reshape(n * m, dh, -1)
-    grid = sampling_locations.permute(0, 2, 1, 3, 4, 5).reshape(n * m, lq, n_levels * n_points, 2)
-    weights = attention_weights.permute(0, 2, 1, 3, 4).reshape(n * m, 1, lq, n_levels * n_points)
+    # Coordinates stay in float32 at least: half precision cannot address pixels of large maps.
+    dtype = torch.promote_types(sampling_locations.dtype, torch.float32)
+    flat = value.to(dtype).permute(0, 2, 3, 1).reshape(n * m, dh, -1)
+    grid = sampling_locations.to(dtype).permute(0, 2, 1, 3, 4, 5).reshape(n * m, lq, n_levels * n_points, 2)
+    weights = attention_weights.to(dtype).permute(0, 2, 1, 3, 4).reshape(n * m, 1, lq, n_levels * n_points)
     if n_levels == 1:
         # One level is its own atlas: zero padding alone gives the per-level semantics.
         image = flat.view(n * m, dh, *shapes[0])
@@ -85,7 +87,7 @@ def ms_deform_attn(
         grid = torch.stack([2.0 * x / atlas_w - 1.0, 2.0 * (y + offset) / atlas_h - 1.0], -1)
     sampled = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     out = (sampled * weights).sum(-1)  # [N*M, Dh, Lq]
-    return out.view(n, m * dh, lq).transpose(1, 2).contiguous()
+    return out.view(n, m * dh, lq).transpose(1, 2).contiguous().to(value.dtype)
 
 
 class MSDeformAttn(nn.Module):

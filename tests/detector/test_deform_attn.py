@@ -94,3 +94,11 @@ def test_module_shapes_and_padding_is_ignored() -> None:
     changed = value.clone()
     changed[:, 3] += 100.0  # a padded token must not influence the output
     torch.testing.assert_close(attn(query, ref, changed, shapes, pad), out)
+
+
+def test_half_precision_values_are_sampled_in_float32() -> None:
+    value, shapes, loc, w = _problem(5, [(40, 50), (20, 25)], n=1, lq=4)
+    out = ms_deform_attn(value.to(torch.bfloat16), shapes, loc.float(), w.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    ref = ms_deform_attn(value.to(torch.bfloat16).double(), shapes, loc, w.to(torch.bfloat16).double())
+    torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=2e-2)
