@@ -22,6 +22,7 @@ from pipeline.config import RunConfig
 
 _CACHE: dict[tuple[Any, ...], torch.nn.Module] = {}
 _CACHE_MUTEX = threading.Lock()
+_DIGESTS: dict[tuple[str, int, int], str] = {}
 #: models kept per process; mining needs one checkpoint at a time, evaluation perhaps a second.
 _CACHE_SIZE = 2
 
@@ -58,7 +59,19 @@ def checkpoint_model(cfg: RunConfig, checkpoint: str | Path, device: torch.devic
 
 
 def file_digest(path: str | Path) -> str:
-    """``sha256:<hex>`` of a file (the manifest's checkpoint_digest)."""
+    """``sha256:<hex>`` of a file (the manifest's checkpoint_digest), computed once per file
+    version (path, size, mtime) in this process: every shard of a version names the same file."""
+    key = _file_key(str(path))
+    with _CACHE_MUTEX:
+        if key in _DIGESTS:
+            return _DIGESTS[key]
+    digest = _sha256(path)
+    with _CACHE_MUTEX:
+        _DIGESTS[key] = digest
+    return digest
+
+
+def _sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -69,6 +82,7 @@ def file_digest(path: str | Path) -> str:
 def clear_cache() -> None:
     with _CACHE_MUTEX:
         _CACHE.clear()
+        _DIGESTS.clear()
 
 
 # ---------------------------------------------------------------------- internals

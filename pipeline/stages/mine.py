@@ -33,6 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from pipeline.data import ImageLoadError
 from pipeline.model_loading import checkpoint_model, file_digest, resolve_device
 from pipeline.progress import NULL_PROGRESS, Progress
 from pipeline.run_dir import RunDir
@@ -185,8 +186,6 @@ def _mine_with_model(
 def _selective_search(
     run: RunDir, ids: np.ndarray, skip: frozenset[int], progress: Progress
 ) -> tuple[dict[str, BoxSet], list[tuple[int, str, str]]]:
-    from pipeline.data import ImageLoadError
-
     dataset = run.dataset()
     parts, failed = [], []
     progress.start("selective search", len(ids))

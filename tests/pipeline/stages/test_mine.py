@@ -241,3 +241,11 @@ def test_done_work_needs_no_checkpoint(tmp_path: Path, initialised_run: RunDir) 
     assert mine(run, 2).skipped and mine_shard(str(run.path), 2, 0).skipped
     smooth(run, 2)
     assert mine(run, 2).skipped
+
+
+@pytest.mark.skipif(hasattr(__import__("cv2"), "ximgproc"), reason="opencv-contrib is installed: the real path runs")
+def test_selective_search_without_opencv_contrib_says_what_to_install(tmp_path: Path, initialised_run: RunDir) -> None:  # noqa: F811
+    run = _rewrite(copy_run(initialised_run, tmp_path / "run"), "priors", source="selective_search")
+    with pytest.raises(ImportError, match=r"joindet\[selective-search\]"):
+        mine(run, 2)
+    assert run.store.done_shards(2) == set()
