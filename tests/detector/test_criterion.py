@@ -112,3 +112,18 @@ def test_ce_uses_no_object_weight() -> None:
     expected = -out["pred_logits"].log_softmax(-1)[..., 0].mean()
     assert losses["loss_ce"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert not math.isnan(losses["loss_ce"].item())
+
+
+def test_finetuning_class_count_flows_through_matcher_and_loss() -> None:
+    """num_classes = C + 1 with labels 1..C: a confident correct class costs less than a wrong one."""
+    cfg = get_preset("tiny").with_(num_classes=4, aux_loss=False)
+    criterion = build_criterion(cfg)
+    boxes = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])
+    targets = [{"boxes": boxes, "labels": torch.tensor([3, 1])}]
+    right = torch.full((1, 2, 4), -4.0)
+    right[0, 0, 3] = right[0, 1, 1] = 4.0
+    wrong = torch.full((1, 2, 4), -4.0)
+    wrong[0, 0, 2] = wrong[0, 1, 2] = 4.0
+    good = criterion({"pred_logits": right, "pred_boxes": boxes[None], "pred_embs": torch.zeros(1, 2, 512)}, targets)
+    bad = criterion({"pred_logits": wrong, "pred_boxes": boxes[None], "pred_embs": torch.zeros(1, 2, 512)}, targets)
+    assert good["loss_focal"] < 1e-3 < bad["loss_focal"]
