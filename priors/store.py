@@ -9,8 +9,9 @@ Layout (DESIGN.md, "The run directory and the prior store")::
     priors/.writer.lock
 
 Commit protocol: data files are written first under unique names, the manifest (with each file's
-rows, bytes and sha256) last and atomically. Readers check the sha256 of what they read, so a
-truncated or altered file is reported by name rather than silently decoded.
+rows, bytes and sha256) last and atomically. Readers check size, rows and the Parquet page CRC32s
+of what they read (``verify`` and ``read(..., full_hash=True)`` the sha256 too), so a truncated
+or altered file is reported by name rather than silently decoded.
 
 Staging: a shard holds every kind it produced in one Parquet file plus a marker JSON written after
 it (``write_shard(version, shard_id, {"region": a, "instance": b})``). The per-kind form
@@ -70,6 +71,7 @@ _PARQUET = dict(
     use_dictionary=["image_id", "kind"],
     write_statistics=["image_id"],
     row_group_size=1 << 20,
+    write_page_checksum=True,
 )
 
 
@@ -137,14 +139,19 @@ class PriorStore:
             raise CorruptFileError(f"{source}: field 'version' is {m.version}, expected {version}")
         return m
 
-    def read(self, version: int, kind: str = "smoothed") -> BoxSet:
-        """All boxes of one kind of a committed version, checked against the manifest's sha256."""
+    def read(self, version: int, kind: str = "smoothed", *, full_hash: bool = False) -> BoxSet:
+        """All boxes of one kind of a committed version.
+
+        The file is checked against the manifest (size, rows) and its Parquet page CRC32s, which
+        catch truncation and altered data; ``full_hash=True`` also checks the sha256 (as ``verify``
+        does; it costs about as much as decoding at COCO scale).
+        """
         m = self.manifest(version)
         if kind not in m.files:
             raise VersionNotFoundError(
                 f"prior version {version} of run {self.run_dir} has no {kind!r} boxes (kinds: {m.kinds})"
             )
-        table = self._read_checked(f"{version_dir(version)}/{m.files[kind].path}", m.files[kind])
+        table = self._read_checked(f"{version_dir(version)}/{m.files[kind].path}", m.files[kind], full_hash)
         return _to_boxset(table, self.rfs.full(f"{version_dir(version)}/{m.files[kind].path}"))
 
     def file_path(self, version: int, kind: str = "smoothed") -> str:
@@ -154,30 +161,31 @@ class PriorStore:
             raise VersionNotFoundError(f"prior version {version} has no {kind!r} boxes (kinds: {m.kinds})")
         return self.rfs.full(f"{version_dir(version)}/{m.files[kind].path}")
 
-    def _read_checked(self, rel: str, entry: FileEntry) -> pa.Table:
-        """Read one data file, checking its size and sha256 against ``entry``.
+    def _read_checked(self, rel: str, entry: FileEntry, full_hash: bool = True) -> pa.Table:
+        """Read one data file and check it against ``entry``.
 
-        The hash runs in a second thread while Parquet decodes (hashlib releases the GIL); a
-        mismatch wins over any decoding error, so a damaged file is always reported as such.
+        Always: byte size, Parquet page CRC32s (every data and dictionary page; written by
+        ``_write_parquet``) and row count. With ``full_hash`` also the sha256 of the whole file
+        (computed in a second thread while Parquet decodes; hashlib releases the GIL). A size or
+        hash mismatch wins over a decoding error, so a damaged file is reported as damaged.
         """
         source = self.rfs.full(rel)
         if not self.rfs.exists(rel):
             raise CorruptFileError(f"{source} is missing (listed in the version's manifest); run `joindet priors verify`")
         buf = self.rfs.read_bytes(rel)
-        damaged = CorruptFileError(
-            f"{source} does not match its manifest ({buf.size} bytes, expected {entry.bytes}; "
-            f"sha256 differs): the file is truncated or altered"
-        )
         if buf.size != entry.bytes:
-            raise damaged
-        hashing = _HASHER.submit(sha256_hex, buf)
+            raise CorruptFileError(
+                f"{source} has {buf.size} bytes, its manifest says {entry.bytes}: the file is truncated or altered"
+            )
+        damaged = CorruptFileError(f"{source} does not match its manifest's sha256: the file is altered")
+        hashing = _HASHER.submit(sha256_hex, buf) if full_hash else None
         try:
-            table = pq.read_table(pa.BufferReader(buf))
+            table = pq.read_table(pa.BufferReader(buf), page_checksum_verification=True)
         except (pa.ArrowException, OSError) as exc:
-            if hashing.result() != entry.sha256:
+            if hashing is not None and hashing.result() != entry.sha256:
                 raise damaged from None
-            raise CorruptFileError(f"{source} is not a readable Parquet file ({exc})") from None
-        if hashing.result() != entry.sha256:
+            raise CorruptFileError(f"{source} is altered or not a readable Parquet file ({exc})") from None
+        if hashing is not None and hashing.result() != entry.sha256:
             raise damaged
         if table.num_rows != entry.rows:
             raise CorruptFileError(f"{source} has {table.num_rows} rows, its manifest says {entry.rows}")
@@ -464,8 +472,8 @@ def _check_known_images(kinds: Mapping[str, BoxSet], known: np.ndarray, run_dir:
 
 
 def _to_boxset(table: pa.Table, source: str) -> BoxSet:
-    """BoxSet of a checksum-verified store file: it was written from a validated BoxSet, so the
-    per-row checks are skipped (they cost more than decoding at COCO scale)."""
+    """BoxSet of a checked store file (size, rows, page CRC32s match what the store wrote from a
+    validated BoxSet), so the per-row checks are skipped: they cost more than decoding at COCO scale."""
     try:
         return BoxSet.from_arrow(table, validate=False)
     except (BoxSetError, KeyError, pa.ArrowException) as exc:

@@ -207,3 +207,14 @@ def test_images_table_round_trip_and_validation(tmp_path: Path) -> None:
     bad = images(2).set_column(2, "width", pa.array([0, 5], pa.int32()))
     with pytest.raises(ValueError, match="field 'width' must be > 0"):
         write_images_table(tmp_path / "r2", bad)
+
+
+def test_footer_edit_caught_by_full_hash_and_verify(store: PriorStore) -> None:
+    store.commit(0, {"smoothed": boxes(50)})
+    path = _data_file(store, 0)
+    raw = path.read_bytes()
+    at = raw.rindex(b"parquet-cpp-arrow")
+    path.write_bytes(raw[:at] + b"P" + raw[at + 1:])  # same size, data pages intact
+    with pytest.raises(CorruptFileError, match=rf"{path.name} does not match its manifest's sha256"):
+        store.read(0, full_hash=True)
+    assert any(path.name in p for p in store.verify())
