@@ -116,7 +116,8 @@ class RunDir:
     # ------------------------------------------------------------------ create / open
     @classmethod
     def create(cls, path: str | Path, cfg: RunConfig, dataset: Any = None, force: bool = False) -> "RunDir":
-        """Create the run (or reopen it when config digest and dataset fingerprint agree).
+        """Create the run (or reopen it when config digest and dataset fingerprint agree; changed
+        resume-safe settings, ``pipeline.config.RESUME_SAFE_KEYS``, are then written to run.json).
 
         ``dataset``: an opened ``pipeline.data.Dataset``; None opens ``cfg.data`` (split
         ``cfg.data.split``). With ``force``, a changed configuration replaces run.json (the old one
@@ -135,6 +136,12 @@ class RunDir:
             run = cls.open(path)
             problems = _differences(run, cfg, fingerprint)
             if not problems:
+                if cfg.to_dict() != run.config.to_dict():
+                    # Only resume-safe settings changed (workers, devices, mining batch size and
+                    # shards): the resumed run uses the new ones.
+                    info = {**run.info, "config": cfg.to_dict()}
+                    _atomic_write(path / RUN_JSON, json.dumps(info, indent=2, sort_keys=True).encode())
+                    return cls.open(path)
                 return run
             if not force:
                 raise RunMismatchError(

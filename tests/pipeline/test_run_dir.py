@@ -56,8 +56,11 @@ def test_create_writes_run_json_and_pins_the_index(tmp_path: Path, data_root: Pa
 
 def test_create_again_reopens_and_mismatch_is_refused(tmp_path: Path, data_root: Path) -> None:
     _create(tmp_path / "run", data_root)
-    again = _create(tmp_path / "run", data_root, "mine.batch_size=2")  # resume-safe key
-    assert again.config.mine.batch_size == 8  # the run's own config wins
+    assert _create(tmp_path / "run", data_root).config.mine.batch_size == 8
+    again = _create(tmp_path / "run", data_root, "mine.batch_size=2", "train.num_workers=0")  # resume-safe keys
+    assert again.config.mine.batch_size == 2 and again.config.train.num_workers == 0
+    assert RunDir.open(tmp_path / "run").config.mine.batch_size == 2
+    assert again.info["config_digest"] == _cfg().digest()
     with pytest.raises(RunMismatchError, match=r"priors\.momentum: 0\.45 -> 0\.3"):
         _create(tmp_path / "run", data_root, "priors.momentum=0.3")
     forced = _create(tmp_path / "run", data_root, "priors.momentum=0.3", force=True)
