@@ -1,0 +1,152 @@
+"""Build a run report: evaluate what is missing (optional), draw the figures, write HTML + PNGs.
+
+``build_report(run, out)`` writes ``out`` (one self-contained HTML page) and, beside it,
+``<stem>-<figure>.png`` for every figure the page embeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.progress import NULL_PROGRESS, Progress
+from pipeline.report.collect import ReportData, collect
+from pipeline.report.evolution import StripCell, StripRow, evolution_figure
+from pipeline.report.figures import metrics_figure, training_figure, version_stats_figure
+from pipeline.report.html import render
+from pipeline.run_dir import RunDir
+from priors import AttentionStore
+
+#: Prior kinds scored against ground truth when the report evaluates.
+EVAL_KINDS = ("smoothed", "region", "instance")
+
+
+@dataclass
+class ReportResult:
+    """Where the report went: the HTML page, the PNG files, and the data it shows."""
+
+    html: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    data: ReportData | None = None
+    verdict: list[tuple[str, Any, Any, bool | None]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def build_report(
+    run: RunDir, out: str | Path, evaluate: bool = True, proposals: bool = True, num_images: int = 4,
+    progress: Progress = NULL_PROGRESS,
+) -> ReportResult:
+    """Write the report of ``run`` to ``out`` (HTML) and its PNGs beside it.
+
+    ``evaluate``: when the dataset has ground truth, score every (version, kind) missing from
+    ``RUN/metrics/priors.json``; ``proposals``: also score the last checkpoint's proposals on
+    ``data.eval_split`` when not yet done (a forward pass over that split). ``num_images``: rows
+    of the evolution strip (the first images of the index that are not quarantined).
+    """
+    progress = progress or NULL_PROGRESS
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    notes = ensure_metrics(run, proposals=proposals, progress=progress) if evaluate else []
+    data = collect(run)
+    pngs = {
+        "versions": version_stats_figure(data.versions),
+        "metrics": metrics_figure(data.prior_metrics, data.proposals),
+        "training": training_figure(data.train_log),
+        "evolution": evolution_figure(strip_rows(run, num_images), [v.version for v in data.versions]),
+    }
+    pngs = {k: v for k, v in pngs.items() if v is not None}
+    verdict = loop_verdict(data)
+    out.write_text(render(data, pngs, verdict), encoding="utf-8")
+    paths = {}
+    for name, png in pngs.items():
+        paths[name] = out.with_name(f"{out.stem}-{name}.png")
+        paths[name].write_bytes(png)
+    return ReportResult(html=out, figures=paths, data=data, verdict=verdict, notes=notes)
+
+
+def ensure_metrics(run: RunDir, proposals: bool = True, progress: Progress = NULL_PROGRESS) -> list[str]:
+    """Evaluate the (version, kind) pairs and the last checkpoint's proposals not yet in
+    ``RUN/metrics``; returns notes on what could not be evaluated (e.g. no ground truth)."""
+    from pipeline import stages
+    from pipeline.report.collect import read_json
+
+    try:
+        has_gt = bool((run.dataset().coco_ground_truth() or {}).get("annotations"))
+    except (OSError, ValueError) as exc:
+        return [f"priors not evaluated: {exc}"]
+    if not has_gt:
+        return ["priors not evaluated: the run's dataset has no ground-truth boxes"]
+    done = read_json(run.path / "metrics" / "priors.json") or {}
+    for v in run.store.versions():
+        kinds = tuple(k for k in EVAL_KINDS if k in run.store.manifest(v).kinds and k not in done.get(f"v{v:04d}", {}))
+        if kinds:
+            progress.log(f"evaluating priors v{v:04d} ({', '.join(kinds)})")
+            stages.evaluate_priors(run, versions=[v], kinds=kinds)
+    notes: list[str] = []
+    last = run.last_checkpoint()
+    split = run.config.data.eval_split
+    if proposals and last is not None and not (run.path / "metrics" / f"proposals-epoch-{last:04d}-{split}.json").exists():
+        try:
+            stages.evaluate_proposals(run, epoch=last, split=split, progress=progress)
+        except (OSError, ValueError) as exc:
+            notes.append(f"proposals not evaluated: {exc}")
+    return notes
+
+
+def strip_rows(run: RunDir, num_images: int) -> list[StripRow]:
+    """The evolution strip's rows: the first ``num_images`` readable images of the index."""
+    versions = run.store.versions()
+    if not versions or num_images < 1:
+        return []
+    dataset = run.dataset()
+    gt = dataset.coco_ground_truth() or {}
+    gt_boxes: dict[int, list[list[float]]] = {}
+    for a in gt.get("annotations", []):
+        gt_boxes.setdefault(int(a["image_id"]), []).append(list(a["bbox"]))
+    quarantined = run.quarantined_ids()
+    boxes = {v: run.store.read(v, "smoothed") for v in versions}
+    attention = AttentionStore(run.path)
+    stored = set(attention.versions())
+    rows: list[StripRow] = []
+    for image_id in run.image_ids():
+        if len(rows) >= num_images:
+            break
+        if int(image_id) in quarantined:
+            continue
+        try:
+            image = dataset.load(int(image_id))
+        except Exception:  # noqa: BLE001 - an unreadable image just leaves the strip
+            continue
+        cells = {}
+        for v in versions:
+            b = boxes[v].for_image(int(image_id))
+            amap = attention.read(v, int(image_id)) if v in stored else None
+            cells[v] = StripCell(b.boxes, b.scores, amap)
+        truth = np.asarray(gt_boxes.get(int(image_id), []), np.float64).reshape(-1, 4) if gt else None
+        rows.append(StripRow(int(image_id), image, cells, truth))
+    return rows
+
+
+def loop_verdict(data: ReportData) -> list[tuple[str, Any, Any, bool | None]]:
+    """The issue's two checks, from the metrics on disk: smoothed AR@100 of the last version vs
+    v0, and the last checkpoint's proposals AR@100 (eval split) vs v0's smoothed priors."""
+    pm = data.prior_metrics
+    keys = sorted(pm, key=lambda k: int(k.lstrip("v")))
+    v0 = (pm.get("v0000") or {}).get("smoothed", {}).get("AR@100")
+    rows: list[tuple[str, Any, Any, bool | None]] = []
+    if v0 is None:
+        return rows
+    last_key = keys[-1]
+    last = (pm[last_key].get("smoothed") or {}).get("AR@100")
+    if last_key != "v0000":
+        rows.append((f"AR@100 of smoothed priors: v0000 -> {last_key} (train split)", v0, last,
+                     None if last is None else last > v0))
+    if data.proposals:
+        p = max(data.proposals, key=lambda r: int(r.get("epoch", -1)))
+        ar = p["metrics"].get("AR@100")
+        rows.append((f"AR@100: v0000 priors (train) -> detector epoch {p.get('epoch')} proposals ({p.get('split')})",
+                     v0, ar, None if ar is None else ar > v0))
+    return rows
