@@ -261,6 +261,11 @@ class PriorStore:
         """Ids of the valid staged shards (see ``staged_shards``); a resume redoes the others."""
         return set(self.staged_shards(version))
 
+    def shard_done(self, version: int, shard_id: int) -> bool:
+        """Whether one shard is validly staged (cheaper than ``shard_id in done_shards(version)``,
+        which hashes every shard)."""
+        return self._valid_marker(version, shard_id) is not None
+
     def read_staged(self, version: int, kind: str) -> BoxSet:
         """The boxes of ``kind`` over every valid staged shard of ``version``, sorted by image_id."""
         _check_kinds({kind: BoxSet.empty()})

@@ -178,6 +178,7 @@ def test_damaged_shard_is_not_done(store: PriorStore) -> None:
     shard.write_bytes(shard.read_bytes()[:-10])
     (Path(store.run_dir) / "priors/_staging/v0020/mine/shard-00002-x.parquet").write_bytes(b"orphan, no marker")
     assert store.done_shards(20) == {0}
+    assert store.shard_done(20, 0) and not store.shard_done(20, 1) and not store.shard_done(20, 2)
     assert len(store.read_staged(20, "region")) == 10
 
 
