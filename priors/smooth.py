@@ -30,9 +30,10 @@ import numpy as np
 
 from priors.boxset import BoxSet
 
-#: Images x cluster slots per padded block: bounds memory (~ 300 bytes a slot, so ~ 300 MB) at
-#: COCO scale; larger blocks gain nothing once the per-step numpy work dwarfs the call overhead.
-_SLOTS_PER_BLOCK = 1 << 20
+#: Images x cluster slots per padded block (~ 200 bytes a slot). Small blocks keep the per-step
+#: working set in cache and let freed buffers be reused (no fresh page faults); measured fastest
+#: at 2^16-2^17 on 10k images x 60 boxes, 30% faster than 2^20.
+_SLOTS_PER_BLOCK = 1 << 16
 
 
 def box_smooth(
@@ -87,13 +88,19 @@ def box_smooth(
     pos[by_len] = np.arange(len(by_len))
     row_pos = pos[img]
     sorted_counts = counts[by_len]
+    # Rows grouped by block position, so that every block's rows are one contiguous slice.
+    by_pos = np.argsort(row_pos, kind="stable")
+    row_pos, col, boxes, scores, from_cur, weighted = (
+        x.take(by_pos, axis=0) for x in (row_pos, col, boxes, scores, from_cur, weighted)
+    )
+    row_start = np.concatenate([[0], np.cumsum(sorted_counts)])
     kept_img, kept_rank, kept_boxes, kept_scores = [], [], [], []
     lo = 0
     while lo < len(uniq):
         width = max(int(sorted_counts[lo]), 1)
         # Largest block whose padded size (images x widest image) fits the slot budget.
         hi = min(len(uniq), lo + max(1, _SLOTS_PER_BLOCK // width))
-        rows = np.flatnonzero((row_pos >= lo) & (row_pos < hi)) if lo or hi < len(uniq) else slice(None)
+        rows = slice(row_start[lo], row_start[hi])
         block_img, rank, b, s = _cluster_block(
             hi - lo, width, row_pos[rows] - lo, col[rows], boxes[rows], scores[rows], from_cur[rows],
             weighted[rows], iou_thr, min_score, max_per_image,
@@ -164,17 +171,15 @@ def _cluster_block(
     # Rank-major inputs [5, rank, image]: x0, y0, x1, y1, area, so that the k-th box of every image
     # is a contiguous row. Absent slots (src -1) gather garbage that is never read: at rank k the
     # images holding a k-th box are a prefix.
-    gathered = boxes[src.ravel()].T.reshape(4, width, n_img)
-    pb = np.concatenate([gathered, ((gathered[2] - gathered[0]) * (gathered[3] - gathered[1]))[None]])
-    pw = weighted[src]
-    # Weighted coordinates and weight, the increments of the running sums.
-    pinc = np.concatenate([gathered * pw, pw[None]])
+    # np.take: numpy's fancy indexing of rows is several times slower than take on large arrays.
+    pb = boxes.take(src.ravel(), axis=0).reshape(width, n_img, 4)
+    pw = weighted.take(src)
     # Cluster-major state [5, slot, image]: fused x0, y0, x1, y1, area, and the running sums of
     # weighted coordinates and weights that make a join an O(1) update. Unused slots hold a
     # zero-area box outside [0, 1]: IoU 0, never a match, so no masking is needed.
     fused = np.full((5, width, n_img), 3.0)
     fused[4] = 0.0
-    sums = np.zeros((5, width * n_img))
+    sums = np.zeros((width * n_img, 5))
     fx0, fy0, fx1, fy1, farea = fused
     flat_fused = fused.reshape(5, -1)
     target = np.zeros((width, n_img), np.int64)
@@ -185,7 +190,10 @@ def _cluster_block(
     images = np.arange(n_img)
     for k in range(width):
         a = int(active[k])
-        bx0, by0, bx1, by1, barea = pb[:, k, :a]
+        box = pb[k, :a]
+        w = pw[k, :a]
+        bx0, by0, bx1, by1 = box.T
+        barea = (bx1 - bx0) * (by1 - by0)
         ncl = n_clusters[:a]
         c = int(ncl.max()) if k else 0
         if c:
@@ -203,26 +211,29 @@ def _cluster_block(
             np.subtract(union, inter, out=union)
             iou = np.divide(inter, union, out=inter)
             best = iou.argmax(axis=0)
-            matched = iou.ravel()[best * a + images[:a]] > iou_thr
+            matched = iou.take(best * a + images[:a]) > iou_thr
             tgt = np.where(matched, best, ncl)
         else:
             matched = np.zeros(a, bool)
             tgt = ncl.copy()
         target[k, :a] = tgt
         at = tgt * n_img + images[:a]
-        acc = sums[:, at] + pinc[:, k, :a]
-        sums[:, at] = acc
-        tw = acc[4]
+        acc = sums.take(at, axis=0)
+        acc[:, :4] += box * w[:, None]
+        acc[:, 4] += w
+        sums[at] = acc
+        tw = acc[:, 4]
         new = np.empty((5, a))
-        np.divide(acc[:4], tw, out=new[:4], where=tw > 0)
+        np.divide(acc[:, :4].T, tw, out=new[:4], where=tw > 0)
         zero = tw <= 0
         if zero.any():
             # A cluster with zero weight so far keeps its first box, so later boxes can match it.
-            new[:, zero] = np.where(matched[zero], flat_fused[:, at[zero]], pb[:, k, :a][:, zero])
+            new[:4, zero] = np.where(matched[zero], flat_fused[:4].take(at[zero], axis=1), box[zero].T)
         new[4] = (new[2] - new[0]) * (new[3] - new[1])
-        flat_fused[:, at] = new
+        for plane, values in zip(flat_fused, new):
+            plane[at] = values
         n_clusters[:a] += ~matched
-    wsum = sums[4]
+    wsum = sums[:, 4]
     # Member statistics need no running state: one bincount per statistic after the loop.
     r, i = np.nonzero(present)
     slot = target[r, i] * n_img + i
@@ -243,5 +254,5 @@ def _cluster_block(
         n_keep = np.minimum(n_keep, max_per_image)
     out_i, rank = np.nonzero(np.arange(width)[None, :] < n_keep[:, None])
     flat = order[out_i, rank] * n_img + out_i
-    out_boxes = flat_fused[:4, flat].T
+    out_boxes = flat_fused[:4].take(flat, axis=1).T
     return out_i, rank, out_boxes, score[flat]
