@@ -13,6 +13,7 @@ from flows.cli_eval import eval_group
 from flows.cli_flow import flow_group
 from flows.cli_options import prefect_environment
 from flows.cli_priors import priors_group
+from flows.cli_report import report_cmd
 from flows.cli_runs import runs_group
 from flows.cli_stage import stage_group
 
@@ -31,6 +32,7 @@ def main() -> None:
       joindet flow run pretrain --dataset synthetic --preset tiny
       joindet runs status RUN
       joindet priors ls RUN
+      joindet report RUN
     """
     # Before any command imports prefect, which reads its settings when imported.
     prefect_environment()
@@ -42,6 +44,7 @@ main.add_command(runs_group)
 main.add_command(eval_group)
 main.add_command(priors_group)
 main.add_command(data)
+main.add_command(report_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

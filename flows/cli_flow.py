@@ -10,7 +10,7 @@ import click
 
 from flows.cli_errors import clean_errors
 from flows.cli_options import (
-    emit_json, output_options, prefect_environment, runner_choice, runner_options, set_option, stderr,
+    emit_json, output_options, prefect_environment, quiet_prefect, runner_choice, runner_options, set_option, stderr,
 )
 from flows.reports import format_report, numeric_leaves
 from flows.runners import RunnerChoice
@@ -28,6 +28,7 @@ def execute_pretrain(run: Any, choice: RunnerChoice, nproc_per_node: int = 1, qu
 
     Returns ``PretrainReport.to_dict()``.
     """
+    quiet_prefect(quiet)
     from flows.pretrain import PlainSteps, drive_pretrain, pretrain_flow
     from flows.progress_bars import RichProgress
 
@@ -145,6 +146,7 @@ def finetune_cmd(init_checkpoint: str | None, dataset: str, data_root: str | Non
 
         result = run_finetune(path, init_checkpoint, cfg, RichProgress(quiet=quiet))
     else:
+        quiet_prefect(quiet)
         from flows.finetune import finetune_flow
 
         result = finetune_flow(out_dir=str(path), init_checkpoint=init_checkpoint, config=cfg.to_dict(), quiet=quiet)

@@ -20,6 +20,12 @@ def prefect_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def quiet_prefect(quiet: bool) -> None:
+    """With --quiet, Prefect logs warnings only (read when prefect is first imported)."""
+    if quiet:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
 def set_option(func: Callable) -> Callable:
     return click.option(
         "--set", "overrides", multiple=True, metavar="KEY=VALUE",

@@ -44,7 +44,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
         "Next:",
         f"  joindet runs status {run}",
         f"  joindet priors ls {run}",
-        f"  joindet priors report {run}",
+        f"  joindet report {run}",
         f"  joindet eval proposals {run}",
     ]
     return lines

@@ -22,7 +22,7 @@ def invoke(*args: str):
 def test_every_group_hangs_off_the_root() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for group in ("flow", "stage", "runs", "eval", "priors", "data"):
+    for group in ("flow", "stage", "runs", "eval", "priors", "data", "report"):
         assert f"  {group} " in result.output
 
 

@@ -67,6 +67,21 @@ def test_each_version_is_published_as_a_prefect_table_artifact(reference_run: tu
     assert all("AR@100" in data for _, _, data in rows)
 
 
+def test_eval_commands_score_priors_and_proposals(reference_run: tuple[Path, dict]) -> None:
+    import json
+
+    run = reference_run[0]
+    priors = CliRunner().invoke(main, ["eval", "priors", str(run), "--version", "2", "--kind", "smoothed", "--kind", "region", "--json"])
+    assert priors.exit_code == 0, priors.output
+    assert set(json.loads(priors.output)["v0002"]) == {"smoothed", "region"}
+    text = CliRunner().invoke(main, ["eval", "priors", str(run), "--version", "2"])
+    assert "v0002.smoothed.AR@100: " in text.output
+    proposals = CliRunner().invoke(main, ["eval", "proposals", str(run), "--epoch", "2", "--json"])
+    assert proposals.exit_code == 0, proposals.output
+    assert {"AP", "AR@100"} <= set(json.loads(proposals.output)["metrics"])
+    assert (run / "metrics").is_dir()
+
+
 def test_rerunning_a_finished_run_does_nothing(reference_run: tuple[Path, dict], tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(reference_run[0], run)
