@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -73,9 +73,6 @@ _PARQUET = dict(
     row_group_size=1 << 20,
     write_page_checksum=True,
 )
-
-
-_HASHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-sha256")
 
 
 def version_dir(version: int) -> str:
@@ -178,7 +175,7 @@ class PriorStore:
                 f"{source} has {buf.size} bytes, its manifest says {entry.bytes}: the file is truncated or altered"
             )
         damaged = CorruptFileError(f"{source} does not match its manifest's sha256: the file is altered")
-        hashing = _HASHER.submit(sha256_hex, buf) if full_hash else None
+        hashing = _Hashing(buf) if full_hash else None
         try:
             table = pq.read_table(pa.BufferReader(buf), page_checksum_verification=True)
         except (pa.ArrowException, OSError) as exc:
@@ -435,6 +432,23 @@ class PriorStore:
                         self.rfs.delete_file(f"{vdir}/{f}")
                         removed.append(f"{vdir}/{f}")
         return removed
+
+
+class _Hashing:
+    """sha256 of a buffer computed in its own thread (a thread per call, not a pool: a pool's
+    threads do not survive a fork into a worker process)."""
+
+    def __init__(self, buf: pa.Buffer) -> None:
+        self._digest = ""
+        self._thread = threading.Thread(target=self._run, args=(buf,), daemon=True)
+        self._thread.start()
+
+    def _run(self, buf: pa.Buffer) -> None:
+        self._digest = sha256_hex(buf)
+
+    def result(self) -> str:
+        self._thread.join()
+        return self._digest
 
 
 def _now() -> str:
