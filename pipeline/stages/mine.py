@@ -25,6 +25,7 @@ kind ``region``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import threading
 import time
 from pathlib import Path
@@ -151,12 +152,7 @@ def _mine_with_model(
     # foreground prediction (the "predictions" baseline).
     t = 0.0 if p.source == "predictions" else p.instance_t
     regions, instances = [], []
-    maps_out = None
-    if cfg.mine.save_attention:
-        with _ATTENTION_MUTEX:
-            maps_out = AttentionStore.open_or_create(
-                Path(run.path) / "attention" / f"v{version:04d}.zarr", run.image_ids(), version
-            )
+    maps_out = _attention_maps(run, version) if cfg.mine.save_attention else None
     progress.start(f"mine v{version:04d} shard {shard_id}", len(batches.todo()))
     with _deterministic(), torch.inference_mode():
         for batch in batches:
@@ -204,6 +200,23 @@ def _selective_search(
     return {"region": BoxSet.concat(parts).with_kind("region")}, failed
 
 
+def _attention_maps(run: RunDir, version: int) -> AttentionMaps:
+    """The version's attention maps, created by the first shard to get here.
+
+    Workers of one version start together (threads here, processes on Dask); creating a Zarr
+    group twice at once can wipe the first, so creation is serialised by a mutex within the
+    process and an flock on ``attention/.vNNNN.create.lock`` across processes of this host.
+    """
+    folder = Path(run.path) / "attention"
+    folder.mkdir(parents=True, exist_ok=True)
+    with _ATTENTION_MUTEX, open(folder / f".v{version:04d}.create.lock", "a+b") as lock_file:
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+        try:
+            return AttentionStore.open_or_create(folder / f"v{version:04d}.zarr", run.image_ids(), version)
+        finally:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+
+
 def _save_attention(out: AttentionMaps, image_ids: np.ndarray, maps: torch.Tensor, valid: torch.Tensor) -> None:
     """Write each image's map M (its valid top-left h x w corner) to ``attention/vNNNN.zarr`` (float16)."""
     m = maps.float().cpu().numpy()
@@ -232,7 +245,6 @@ def _check_checkpoint(run: RunDir, version: int) -> None:
 # is process-wide, so the first shard to start turns it on and the last one to finish restores it.
 _DET_MUTEX = threading.Lock()
 _DET_STATE: dict[str, object] = {"depth": 0, "saved": (False, False)}
-# Zarr group creation is not safe against a second creator in the same instant.
 _ATTENTION_MUTEX = threading.Lock()
 
 
