@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 from pipeline.config import RunConfig
 from pipeline.data import open_dataset
 from pipeline.checkpoints import checkpoint_name, latest_epoch
-from priors import PriorStore, write_images_table
-from storage_schema import IMAGES_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION
+from priors import PriorStore, read_images_table, write_images_table
+from storage_schema import QUARANTINE_SCHEMA, SCHEMA_VERSION
 
 RUN_JSON = "run.json"
 IMAGES_FILE = "images.parquet"
@@ -216,8 +216,7 @@ class RunDir:
     def images(self) -> pa.Table:
         """The pinned dataset index (IMAGES_SCHEMA), sorted by image_id."""
         if self._images is None:
-            table = pq.read_table(self.path / IMAGES_FILE)
-            self._images = table.select(IMAGES_SCHEMA.names).cast(IMAGES_SCHEMA)
+            self._images = read_images_table(self.path)  # validated; CorruptFileError names the file
         return self._images
 
     def image_ids(self) -> np.ndarray:

@@ -16,7 +16,7 @@ from pipeline.config import make_config
 from pipeline.data import open_dataset
 from pipeline.data.synthetic import generate_synthetic
 from pipeline.run_dir import RunDir, RunMismatchError, RunNotFoundError
-from priors import BoxSet
+from priors import BoxSet, CorruptFileError
 from storage_schema import SCHEMA_VERSION
 
 
@@ -181,3 +181,10 @@ def test_a_pickled_run_reopens_from_its_path(tmp_path: Path, data_root: Path) ->
     with run.lock():
         copy = pickle.loads(pickle.dumps(run))
     assert copy.path == run.path and copy.info == run.info and copy.config.digest() == run.config.digest()
+
+
+def test_a_damaged_index_is_reported_by_name(tmp_path: Path, data_root: Path) -> None:
+    _create(tmp_path / "run", data_root)
+    (tmp_path / "run" / "images.parquet").write_bytes(b"PAR1 broken")
+    with pytest.raises(CorruptFileError, match="images.parquet"):
+        RunDir.open(tmp_path / "run").images()
