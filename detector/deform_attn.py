@@ -59,7 +59,8 @@ def ms_deform_attn(
         attention_weights: [N, Lq, M, L, P], weight of each sample (usually softmax over L * P).
 
     Returns:
-        [N, Lq, M * Dh] in value's dtype (computed in at least float32). Samples outside a level read zeros (``padding_mode="zeros"``).
+        [N, Lq, M * Dh] in value's dtype (computed in at least float32). Samples outside a
+        level read zeros (``padding_mode="zeros"``).
     """
     n, _, m, dh = value.shape
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape

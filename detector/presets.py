@@ -68,7 +68,7 @@ class DetectorConfig:
     set_cost_giou: float = 2.0
     # optimiser
     lr: float = 2e-4
-    lr_backbone: float = 0.0
+    lr_backbone: float = 2e-5  # used only when the backbone is not frozen
     lr_linear_proj_mult: float = 0.1
     weight_decay: float = 1e-4
     clip_max_norm: float = 0.1
