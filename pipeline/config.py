@@ -185,19 +185,34 @@ def apply_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> R
             raise ConfigError(f"override {item!r} is not of the form section.key=value (e.g. priors.momentum=0.5)")
         dotted, raw = item.split("=", 1)
         parts = dotted.strip().split(".")
-        target: Any = cfg
+        chain: list[Any] = [cfg]
         for name in parts[:-1]:
-            if not dataclasses.is_dataclass(target) or not hasattr(target, name):
+            if not dataclasses.is_dataclass(chain[-1]) or name not in _field_names(chain[-1]):
                 raise ConfigError(f"unknown config section {dotted!r}; sections: {', '.join(_field_names(cfg))}")
-            target = getattr(target, name)
-        key = parts[-1]
+            chain.append(getattr(chain[-1], name))
+        target, key = chain[-1], parts[-1]
         if not dataclasses.is_dataclass(target) or key not in _field_names(target):
             raise ConfigError(
                 f"unknown config key {dotted!r}; keys of this section: {', '.join(_field_names(target)) if dataclasses.is_dataclass(target) else '-'}"
             )
         hint = typing.get_type_hints(type(target))[key]
-        setattr(target, key, _parse(raw.strip(), hint, dotted))
+        value = _parse(raw.strip(), hint, dotted)
+        _assign(chain, parts, value)
     return cfg.validate()
+
+
+def _assign(chain: list[Any], parts: list[str], value: Any) -> None:
+    """Set ``chain[-1].<parts[-1]> = value``.
+
+    Frozen sections (the detector's config) are rebuilt with ``dataclasses.replace`` and the new
+    object is assigned to their parent, up to the first mutable section.
+    """
+    for obj, name in zip(reversed(chain), reversed(parts)):
+        if getattr(type(obj), "__dataclass_params__").frozen:
+            value = dataclasses.replace(obj, **{name: value})
+            continue
+        setattr(obj, name, value)
+        return
 
 
 def _field_names(obj: Any) -> list[str]:

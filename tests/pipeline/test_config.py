@@ -82,3 +82,10 @@ def test_schedule_blocks_cover_all_epochs(epochs: int, every: int) -> None:
     assert covered == list(range(epochs))
     assert s.versions()[0] == 0 and all(v % every == 0 for v in s.versions())
     assert len(s.versions()) == len(s.blocks())
+
+
+def test_override_of_frozen_model_section() -> None:
+    cfg = make_config("tiny", "synthetic", ["model.num_queries=7", "model.train_size=128,144"])
+    assert cfg.model.num_queries == 7
+    assert cfg.model.train_size == (128, 144)
+    assert make_config("tiny", "synthetic").model.num_queries != 7
