@@ -160,3 +160,15 @@ def test_plot_with_attention(run: Path, tmp_path: Path) -> None:
     assert code == 1 and "run.json is missing" in err
     code, _, err = invoke("plot", str(run), "--image", "1", "-o", str(out), "--data-root", str(root))
     assert code == 1 and "cannot read image" in err
+
+
+def test_plot_reads_image_root_from_run_json(run: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    cv2.imwrite(str(root / "1.png"), np.zeros((30, 40, 3), np.uint8))
+    (run / "run.json").write_text(json.dumps({"config": {"data": {"root": str(root)}}}))
+    out = tmp_path / "one.png"
+    code, text, _ = invoke("plot", str(run), "--image", "1", "--kind", "smoothed", "-o", str(out))
+    assert code == 0 and out.exists()
+    code, _, err = invoke("plot", str(run), "--image", "9", "-o", str(out))
+    assert code == 1 and "image_id 9 is not in" in err

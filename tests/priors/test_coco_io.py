@@ -90,3 +90,15 @@ def test_malformed_documents() -> None:
         import_coco({"images": [{"id": 1}], "annotations": []})
     with pytest.raises(StoreError, match="record 0 is not an object"):
         import_coco([3], _images())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 2]), *[st.one_of(st.floats(-300, 300), st.sampled_from([float("nan"), float("inf")]))] * 4),
+                max_size=25))
+def test_import_never_yields_out_of_image_boxes(rows: list[tuple]) -> None:
+    results = [{"image_id": r[0], "bbox": list(r[1:]), "score": 0.5, "category_id": 1} for r in rows]
+    imp = read_coco(results, _images())
+    b = imp.boxes.boxes
+    assert len(imp.boxes) + imp.rejected == imp.total == len(rows)
+    assert np.isfinite(b).all() and (b >= 0).all() and (b <= 1).all()
+    assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all() if len(b) else True
