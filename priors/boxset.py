@@ -116,7 +116,16 @@ class BoxSet:
         return BoxSet(self.image_ids[lo:hi], self.boxes[lo:hi], self.scores[lo:hi], self.kinds[lo:hi])
 
     def unique_image_ids(self) -> np.ndarray:
-        return np.unique(self.image_ids)
+        """Sorted distinct image_ids, int64 [M] (O(N): rows are already sorted)."""
+        return self.image_counts()[0]
+
+    def image_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct image_ids int64 [M], number of boxes of each int64 [M]), in O(N)."""
+        ids = self.image_ids
+        if not len(ids):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        return ids[starts], np.diff(np.r_[starts, len(ids)]).astype(np.int64)
 
     def offsets(self, image_ids: np.ndarray) -> np.ndarray:
         """int64 [len(image_ids) + 1]: rows of image_ids[i] are offsets[i]:offsets[i+1].

@@ -354,7 +354,7 @@ class PriorStore:
                 table = bs.with_kind(k).to_arrow()
                 files[k] = self._write_parquet(f"{vdir}/{k}-{unique_token()}.parquet", table)
             num_images = images.num_rows if images is not None else int(
-                len(np.unique(np.concatenate([b.image_ids for b in checked.values()]))))
+                len(np.unique(np.concatenate([b.unique_image_ids() for b in checked.values()]))))
             manifest = Manifest(
                 version=version, parent=parent, created=_now(), files=files,
                 num_images=num_images, num_boxes=len(checked["smoothed"]),
@@ -481,8 +481,9 @@ def _check_range(bs: BoxSet, kind: str) -> BoxSet:
 def _check_known_images(kinds: Mapping[str, BoxSet], known: np.ndarray, run_dir: object) -> None:
     known = np.sort(known)
     for k, bs in kinds.items():
-        ids = np.unique(bs.image_ids)
-        missing = ids[~np.isin(ids, known, assume_unique=True)]
+        ids = bs.unique_image_ids()
+        pos = np.clip(np.searchsorted(known, ids), 0, max(len(known) - 1, 0))
+        missing = ids[known[pos] != ids] if len(known) else ids
         if len(missing):
             raise StoreError(
                 f"{k} boxes reference {len(missing)} image_id(s) not in {run_dir}/{IMAGES_FILE} "

@@ -14,7 +14,7 @@ from priors.churn import churn
 def kind_stats(bs: BoxSet, num_images: int | None = None) -> dict[str, Any]:
     """Boxes per image (mean/median over ``num_images`` images, images without boxes counted as
     0; over images with boxes when None), mean box area (fraction of the image), mean score."""
-    ids, counts = np.unique(bs.image_ids, return_counts=True)
+    ids, counts = bs.image_counts()
     n = max(num_images if num_images is not None else len(ids), len(ids))
     per_image = np.concatenate([counts, np.zeros(n - len(ids), np.int64)])
     wh = bs.boxes[:, 2:] - bs.boxes[:, :2]

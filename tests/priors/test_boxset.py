@@ -94,3 +94,14 @@ def test_from_arrow_validates_by_default() -> None:
     t = t.set_column(3, "x1", pa.array([float("nan")] * 3, pa.float32()))
     with pytest.raises(BoxSetError, match="NaN"):
         BoxSet.from_arrow(t)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(-3, 6), max_size=40))
+def test_image_counts_match_numpy_unique(ids: list[int]) -> None:
+    bs = BoxSet.from_arrays(ids, np.tile([0, 0, 1, 1], (len(ids), 1)))
+    u, c = np.unique(np.asarray(ids, np.int64), return_counts=True)
+    got_u, got_c = bs.image_counts()
+    np.testing.assert_array_equal(got_u, u)
+    np.testing.assert_array_equal(got_c, c)
+    np.testing.assert_array_equal(bs.unique_image_ids(), u)
