@@ -14,6 +14,17 @@ from flows.cli_options import emit_json
 _STYLE = {"done": "green", "staged": "yellow", "pending": "dim", "failed": "red"}
 
 
+def with_failure(status: dict[str, Any], failure: dict[str, Any] | None) -> dict[str, Any]:
+    """Mark the step the last flow run failed in (unless the store shows it done since)."""
+    status["last_failure"] = failure
+    if failure:
+        for e in status["entries"]:
+            if e["name"] == failure["step"] and e["state"] != "done":
+                e["state"] = "failed"
+                e["detail"] = (e.get("detail", "") + " " + failure["error"]).strip()
+    return status
+
+
 def status_table(status: dict[str, Any]) -> Table:
     """A rich table of ``RunStatus.to_dict()``: one row per schedule entry."""
     table = Table(title=f"run {status['path']}", show_lines=False)
@@ -34,6 +45,9 @@ def status_footer(status: dict[str, Any]) -> list[str]:
     ]
     if status.get("quarantined"):
         lines.append(f"quarantined images: {status['quarantined']}")
+    if status.get("last_failure"):
+        f = status["last_failure"]
+        lines.append(f"last flow run failed at {f['step']} ({f['when']}): {f['error']}")
     lines.append(f"next: {status['next_command'] or 'nothing, the run is complete'}")
     return lines
 
@@ -51,7 +65,9 @@ def status_cmd(run_path: str, as_json: bool) -> None:
     """Where RUN stands: each schedule step done / staged (k of n shards) / pending."""
     from pipeline.run_dir import RunDir
 
-    status = RunDir.open(run_path).status().to_dict()
+    from flows.flow_state import read_failure
+
+    status = with_failure(RunDir.open(run_path).status().to_dict(), read_failure(run_path))
     if as_json:
         emit_json(status)
         return

@@ -20,6 +20,7 @@ from prefect import flow
 from pipeline import stages
 from pipeline.progress import NULL_PROGRESS, Progress
 from pipeline.run_dir import RunDir
+from flows.flow_state import clear_failure, step
 from flows.reports import version_table
 
 
@@ -80,7 +81,8 @@ def has_ground_truth(run: RunDir) -> bool:
 
 def _publish_version(run: RunDir, steps: Steps, report: VersionReport, evaluate: bool) -> None:
     if evaluate:
-        report.metrics = steps.evaluate(run, report.version) or {}
+        with step(run.path, f"evaluate v{report.version:04d}"):
+            report.metrics = steps.evaluate(run, report.version) or {}
     steps.publish(run, report.version, version_table(report.version, report.statistics, report.metrics))
 
 
@@ -97,18 +99,20 @@ def drive_pretrain(run: RunDir, steps: Steps, evaluate: bool | None = None) -> P
     report = PretrainReport(run=str(run.path))
 
     v0 = VersionReport(version=0, committed_now=0 not in run.store.versions())
-    v0.statistics = _summary(steps.init(run))
+    with step(run.path, "init v0000"):
+        v0.statistics = _summary(steps.init(run))
     if v0.committed_now:
         _publish_version(run, steps, v0, evaluate)
     report.versions.append(v0)
 
     blocks = cfg.schedule.blocks()
-    for k, (_, end) in enumerate(blocks):
+    for k, (start, end) in enumerate(blocks):
         last = run.last_checkpoint()
         if last is not None and last >= end - 1:
             report.train_skipped.append(end)
         else:
-            steps.train(run, end)
+            with step(run.path, f"train epochs {start}-{end - 1}"):
+                steps.train(run, end)
         if k == len(blocks) - 1:
             break
         version = end
@@ -117,15 +121,18 @@ def drive_pretrain(run: RunDir, steps: Steps, evaluate: bool | None = None) -> P
             done = set(int(s) for s in run.store.done_shards(version))
             vr.reused = sorted(s for s in range(cfg.mine.shards) if s in done)
             vr.mined = [s for s in range(cfg.mine.shards) if s not in done]
-            results = steps.mine(run, version, vr.mined) if vr.mined else []
+            with step(run.path, f"mine v{version:04d}"):
+                results = steps.mine(run, version, vr.mined) if vr.mined else []
             failed = [row for r in results for row in (getattr(r, "failed", None) or [])]
             if failed:
                 with run.lock():
                     run.add_quarantine([tuple(row) for row in failed])
-            vr.statistics = _summary(steps.smooth(run, version))
+            with step(run.path, f"smooth v{version:04d}"):
+                vr.statistics = _summary(steps.smooth(run, version))
             _publish_version(run, steps, vr, evaluate)
         report.versions.append(vr)
 
+    clear_failure(run.path)
     report.trained_to = run.last_checkpoint()
     report.quarantined = run.quarantine().to_pylist()
     report.seconds = round(time.perf_counter() - t0, 2)

@@ -115,3 +115,21 @@ def test_report_and_artifact_rows() -> None:
     assert "v0002: committed now, shards mined [1] reused [0], 9 smoothed boxes, AR@100=0.250" in text
     assert "quarantined images (1): 7" in text
     assert "joindet runs status runs/x" in text and "joindet priors ls runs/x" in text
+
+
+def test_a_failed_step_shows_in_status_until_a_flow_run_succeeds(fresh_run) -> None:
+    from flows.flow_state import clear_failure, read_failure, step
+
+    with pytest.raises(RuntimeError):
+        with step(fresh_run.path, "train epochs 0-1"):
+            raise RuntimeError("out of memory")
+    assert read_failure(fresh_run.path)["step"] == "train epochs 0-1"
+    status = json.loads(invoke("runs", "status", str(fresh_run.path), "--json").output)
+    failed = [e for e in status["entries"] if e["state"] == "failed"]
+    assert [e["name"] for e in failed] == ["train epochs 0-1"] and "out of memory" in failed[0]["detail"]
+    text = invoke("runs", "status", str(fresh_run.path)).output
+    assert "last flow run failed at train epochs 0-1" in text
+    clear_failure(fresh_run.path)
+    assert read_failure(fresh_run.path) is None
+    status = json.loads(invoke("runs", "status", str(fresh_run.path), "--json").output)
+    assert "failed" not in {e["state"] for e in status["entries"]}
