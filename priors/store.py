@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -36,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from priors.boxset import BoxSet, BoxSetError
+from priors.boxset import BoxSet
 from priors.lock import WriterLock
 from priors.store_errors import (
     CorruptFileError,
@@ -46,6 +45,8 @@ from priors.store_errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
+from priors.store_checks import check_kinds, check_known_images, check_range
+from priors.store_files import read_checked, to_boxset, write_parquet
 from priors.store_fs import RunFS, sha256_hex, unique_token
 from priors.store_images import IMAGES_FILE, read_images_table
 from priors.store_stats import version_stats
@@ -61,19 +62,6 @@ LOCK_FILE = f"{PRIORS}/.writer.lock"
 MANIFEST = "manifest.json"
 _VERSION_DIR = re.compile(r"^v(\d{4,})$")
 _MARKER = re.compile(r"^shard-(\d{5,})\.json$")
-#: Coordinates within this distance outside [0, 1] are float noise and clipped at commit.
-_RANGE_TOLERANCE = 1e-4
-
-#: Parquet settings: image_id is sorted and repeats per box, so dictionary + RLE shrink it to
-#: about a byte a row; floats are stored plain (they do not compress) for fast decoding.
-_PARQUET = dict(
-    compression="lz4",
-    use_dictionary=["image_id", "kind"],
-    write_statistics=["image_id"],
-    row_group_size=1 << 20,
-    write_page_checksum=True,
-)
-
 
 def version_dir(version: int) -> str:
     return f"{PRIORS}/v{version:04d}"
@@ -148,8 +136,8 @@ class PriorStore:
             raise VersionNotFoundError(
                 f"prior version {version} of run {self.run_dir} has no {kind!r} boxes (kinds: {m.kinds})"
             )
-        table = self._read_checked(f"{version_dir(version)}/{m.files[kind].path}", m.files[kind], full_hash)
-        return _to_boxset(table, self.rfs.full(f"{version_dir(version)}/{m.files[kind].path}"))
+        table = read_checked(self.rfs, f"{version_dir(version)}/{m.files[kind].path}", m.files[kind], full_hash)
+        return to_boxset(table, self.rfs.full(f"{version_dir(version)}/{m.files[kind].path}"))
 
     def file_path(self, version: int, kind: str = "smoothed") -> str:
         """Full path (or URL path) of one kind's Parquet file of a committed version."""
@@ -157,36 +145,6 @@ class PriorStore:
         if kind not in m.files:
             raise VersionNotFoundError(f"prior version {version} has no {kind!r} boxes (kinds: {m.kinds})")
         return self.rfs.full(f"{version_dir(version)}/{m.files[kind].path}")
-
-    def _read_checked(self, rel: str, entry: FileEntry, full_hash: bool = True) -> pa.Table:
-        """Read one data file and check it against ``entry``.
-
-        Always: byte size, Parquet page CRC32s (every data and dictionary page; written by
-        ``_write_parquet``) and row count. With ``full_hash`` also the sha256 of the whole file
-        (computed in a second thread while Parquet decodes; hashlib releases the GIL). A size or
-        hash mismatch wins over a decoding error, so a damaged file is reported as damaged.
-        """
-        source = self.rfs.full(rel)
-        if not self.rfs.exists(rel):
-            raise CorruptFileError(f"{source} is missing (listed in the version's manifest); run `joindet priors verify`")
-        buf = self.rfs.read_bytes(rel)
-        if buf.size != entry.bytes:
-            raise CorruptFileError(
-                f"{source} has {buf.size} bytes, its manifest says {entry.bytes}: the file is truncated or altered"
-            )
-        damaged = CorruptFileError(f"{source} does not match its manifest's sha256: the file is altered")
-        hashing = _Hashing(buf) if full_hash else None
-        try:
-            table = pq.read_table(pa.BufferReader(buf), page_checksum_verification=True)
-        except (pa.ArrowException, OSError) as exc:
-            if hashing is not None and hashing.result() != entry.sha256:
-                raise damaged from None
-            raise CorruptFileError(f"{source} is altered or not a readable Parquet file ({exc})") from None
-        if hashing is not None and hashing.result() != entry.sha256:
-            raise damaged
-        if table.num_rows != entry.rows:
-            raise CorruptFileError(f"{source} has {table.num_rows} rows, its manifest says {entry.rows}")
-        return table
 
     # ------------------------------------------------------------------ staging
     def _staging_dir(self, version: int) -> str:
@@ -228,12 +186,12 @@ class PriorStore:
                 f"prior version {version} of run {self.run_dir} is already committed; versions are "
                 "immutable (re-run with --force to replace it)"
             )
-        _check_kinds(kinds)
+        check_kinds(kinds)
         table = BoxSet.concat([bs.with_kind(k) for k, bs in kinds.items()]).to_arrow()
         stage = self._staging_dir(version)
         self.rfs.mkdir(stage)
         name = f"shard-{shard_id:05d}-{unique_token()}.parquet"
-        entry = self._write_parquet(f"{stage}/{name}", table)
+        entry = write_parquet(self.rfs, f"{stage}/{name}", table)
         marker = ShardMarker(version, shard_id, entry, {k: len(bs) for k, bs in kinds.items()},
                              _now(), dict(meta or {}))
         old_marker = self._valid_marker(version, shard_id, check_file=False)
@@ -265,7 +223,7 @@ class PriorStore:
 
     def read_staged(self, version: int, kind: str) -> BoxSet:
         """The boxes of ``kind`` over every valid staged shard of ``version``, sorted by image_id."""
-        _check_kinds({kind: BoxSet.empty()})
+        check_kinds({kind: BoxSet.empty()})
         parts = [self._read_shard(version, mk).of_kind(kind)
                  for _, mk in sorted(self.staged_shards(version).items())]
         return BoxSet.concat(parts)
@@ -290,7 +248,7 @@ class PriorStore:
 
     def _read_shard(self, version: int, marker: ShardMarker) -> BoxSet:
         rel = f"{self._staging_dir(version)}/{marker.file.path}"
-        return _to_boxset(self._read_checked(rel, marker.file), self.rfs.full(rel))
+        return to_boxset(read_checked(self.rfs, rel, marker.file), self.rfs.full(rel))
 
     # ------------------------------------------------------------------ commit
     @contextlib.contextmanager
@@ -328,7 +286,7 @@ class PriorStore:
         """
         if version < 0:
             raise StoreError(f"version must be >= 0, got {version}")
-        _check_kinds(kinds)
+        check_kinds(kinds)
         if "smoothed" not in kinds:
             raise StoreError(f"commit of version {version} needs a 'smoothed' kind (the boxes training reads)")
         with self.lock():
@@ -342,9 +300,9 @@ class PriorStore:
                     raise StoreError(f"parent version {parent} must be earlier than version {version}")
                 parent_boxes = self.read(parent, "smoothed")
             images = read_images_table(self.run_dir) if self.rfs.exists(IMAGES_FILE) else None
-            checked = {k: _check_range(kinds[k], k) for k in KINDS if k in kinds}
+            checked = {k: check_range(kinds[k], k) for k in KINDS if k in kinds}
             if images is not None:
-                _check_known_images(checked, images.column("image_id").to_numpy(), self.run_dir)
+                check_known_images(checked, images.column("image_id").to_numpy(), self.run_dir)
             stats = version_stats(checked, images, parent_boxes if parent is not None else None)
             stats.update(extra_stats or {})
             vdir = version_dir(version)
@@ -352,7 +310,7 @@ class PriorStore:
             files = {}
             for k, bs in checked.items():
                 table = bs.with_kind(k).to_arrow()
-                files[k] = self._write_parquet(f"{vdir}/{k}-{unique_token()}.parquet", table)
+                files[k] = write_parquet(self.rfs, f"{vdir}/{k}-{unique_token()}.parquet", table)
             num_images = images.num_rows if images is not None else int(
                 len(np.unique(np.concatenate([b.unique_image_ids() for b in checked.values()]))))
             manifest = Manifest(
@@ -362,13 +320,6 @@ class PriorStore:
             )
             self.rfs.write_atomic(f"{vdir}/{MANIFEST}", manifest.to_json().encode())
             return manifest
-
-    def _write_parquet(self, rel: str, table: pa.Table) -> FileEntry:
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, **_PARQUET)
-        buf = sink.getvalue()
-        self.rfs.write_bytes(rel, buf)
-        return FileEntry(path=rel.rsplit("/", 1)[-1], rows=table.num_rows, bytes=buf.size, sha256=sha256_hex(buf))
 
     def move_aside(self, version: int) -> Path:
         """Move a committed version to ``priors/_replaced/vNNNN-<UTC time>`` (never deleted)."""
@@ -399,7 +350,7 @@ class PriorStore:
             for kind, entry in m.files.items():
                 rel = f"{version_dir(v)}/{entry.path}"
                 try:
-                    table = self._read_checked(rel, entry)
+                    table = read_checked(self.rfs, rel, entry)
                     validate_boxes_table(table, self.rfs.full(rel), kind)
                 except (StoreError, SchemaError) as exc:
                     problems.append(str(exc))
@@ -434,68 +385,7 @@ class PriorStore:
         return removed
 
 
-class _Hashing:
-    """sha256 of a buffer computed in its own thread (a thread per call, not a pool: a pool's
-    threads do not survive a fork into a worker process)."""
-
-    def __init__(self, buf: pa.Buffer) -> None:
-        self._digest = ""
-        self._thread = threading.Thread(target=self._run, args=(buf,), daemon=True)
-        self._thread.start()
-
-    def _run(self, buf: pa.Buffer) -> None:
-        self._digest = sha256_hex(buf)
-
-    def result(self) -> str:
-        self._thread.join()
-        return self._digest
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-
-def _check_kinds(kinds: Mapping[str, BoxSet]) -> None:
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        raise StoreError(f"unknown kind(s) {unknown}; expected some of {list(KINDS)}")
-    for k, bs in kinds.items():
-        if not isinstance(bs, BoxSet):
-            raise TypeError(f"kind {k!r}: expected a BoxSet, got {type(bs).__name__}")
-
-
-def _check_range(bs: BoxSet, kind: str) -> BoxSet:
-    if not len(bs):
-        return bs
-    lo, hi = float(bs.boxes.min()), float(bs.boxes.max())
-    if lo < -_RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
-        raise StoreError(
-            f"{kind} boxes must be normalised to [0, 1] of the image (found coordinates from {lo:.4g} "
-            f"to {hi:.4g}); clip or normalise them before committing"
-        )
-    if lo < 0 or hi > 1:
-        return BoxSet(bs.image_ids, np.clip(bs.boxes, 0.0, 1.0), bs.scores, bs.kinds)
-    return bs
-
-
-def _check_known_images(kinds: Mapping[str, BoxSet], known: np.ndarray, run_dir: object) -> None:
-    known = np.sort(known)
-    for k, bs in kinds.items():
-        ids = bs.unique_image_ids()
-        pos = np.clip(np.searchsorted(known, ids), 0, max(len(known) - 1, 0))
-        missing = ids[known[pos] != ids] if len(known) else ids
-        if len(missing):
-            raise StoreError(
-                f"{k} boxes reference {len(missing)} image_id(s) not in {run_dir}/{IMAGES_FILE} "
-                f"(e.g. {int(missing[0])}); priors must refer to the run's images"
-            )
-
-
-def _to_boxset(table: pa.Table, source: str) -> BoxSet:
-    """BoxSet of a checked store file (size, rows, page CRC32s match what the store wrote from a
-    validated BoxSet), so the per-row checks are skipped: they cost more than decoding at COCO scale."""
-    try:
-        return BoxSet.from_arrow(table, validate=False)
-    except (BoxSetError, KeyError, pa.ArrowException) as exc:
-        raise CorruptFileError(f"{source}: invalid box data ({exc})") from None
 
