@@ -20,10 +20,12 @@ from priors.store_errors import (
 )
 from priors.store_images import read_images_table, write_images_table
 from priors.attention_store import AttentionMaps, AttentionStore
+from priors.coco_io import CocoImport, export_coco_results, import_coco, read_coco
 
 __all__ = ["BoxSet", "BoxSetError"]
 __all__ += ["Churn", "churn", "match_boxes", "pairwise_iou", "PriorStore", "read_images_table", "write_images_table"]
 __all__ += ["CorruptFileError", "RunNotFoundError", "SchemaVersionError", "StoreError", "StoreLockedError"]
 __all__ += ["VersionExistsError", "VersionNotFoundError", "AttentionMaps", "AttentionStore"]
+__all__ += ["CocoImport", "export_coco_results", "import_coco", "read_coco"]
 __all__ += ["eigen_attention", "region_priors", "instance_priors", "box_smooth"]
 __all__ += ["update_priors", "STRATEGIES", "random_crops", "selective_search"]
