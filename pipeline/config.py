@@ -18,6 +18,7 @@ from detector.presets import DetectorConfig, get_preset
 
 PRIOR_SOURCES = ("region+instance", "region", "instance", "predictions", "region0", "random_crops", "selective_search")
 UPDATE_STRATEGIES = ("box_smooth", "direct", "nms", "fixed")
+INIT_FEATURES = ("backbone", "colour")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,10 @@ class PriorsConfig:
     min_cells: int = 1
     max_region_boxes: int | None = 10
     random_crops: int = 30  # random_crops source: boxes per image
+    # Features of R_0: "backbone" (frozen backbone C5, the paper) or "colour" (weight-free
+    # colour/texture tokens, for runs without pretrained backbone weights; see priors/colour_tokens.py).
+    init_features: str = "backbone"
+    init_stride: int = 8  # cell side in pixels of the colour tokens
 
 
 @dataclass
@@ -135,6 +140,8 @@ class RunConfig:
             raise ConfigError(f"priors.update={self.priors.update!r}; choose one of {', '.join(UPDATE_STRATEGIES)}")
         if not 0.0 <= self.priors.momentum <= 1.0:
             raise ConfigError(f"priors.momentum={self.priors.momentum} must lie in [0, 1]")
+        if self.priors.init_features not in INIT_FEATURES:
+            raise ConfigError(f"priors.init_features={self.priors.init_features!r}; choose one of {', '.join(INIT_FEATURES)}")
         if self.schedule.epochs < 1 or self.schedule.update_every < 1:
             raise ConfigError("schedule.epochs and schedule.update_every must be at least 1")
         if self.mine.shards < 1:
@@ -170,6 +177,9 @@ def make_config(preset: str = "tiny", dataset: str | None = None, overrides: lis
         cfg.train.batch_size = 4
         cfg.mine = MineConfig(batch_size=8, shards=2, save_attention=True)
         cfg.priors.max_per_image = 20
+        # No pretrained weights can be downloaded for the CPU demo and tests, and a random
+        # backbone's C5 tokens are all alike: R_0 comes from colour/texture tokens instead.
+        cfg.priors.init_features = "colour"
     elif cfg.data.dataset == "imagenet":
         # ImageNet: 5 epochs, priors updated every epoch (paper, section 4.1).
         cfg.schedule = ScheduleConfig(epochs=5, update_every=1)

@@ -1,7 +1,8 @@
 """Stage init_priors: R_0, the region priors of the frozen backbone, committed as version 0.
 
 Backbone-only forward (eval mode, no grad) over the run's images in index order, eigen attention
-of C5 (DESIGN.md step 1), region priors (step 2). Version 0 holds kind ``region`` (every region
+of C5 (DESIGN.md step 1), region priors (step 2). With ``priors.init_features=colour`` the tokens
+are weight-free colour/texture statistics instead of C5 (for runs without backbone weights). Version 0 holds kind ``region`` (every region
 prior) and kind ``smoothed`` (the same boxes with ``priors.min_score`` and
 ``priors.max_per_image`` applied: what training reads). Unreadable images are quarantined.
 """
@@ -18,7 +19,7 @@ from pipeline.progress import NULL_PROGRESS, Progress
 from pipeline.run_dir import RunDir
 from pipeline.stages.image_batches import ImageBatches
 from pipeline.stages.result import StageResult
-from priors import BoxSet, eigen_attention, region_priors
+from priors import BoxSet, colour_tokens, eigen_attention, region_priors
 
 
 def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = False) -> StageResult:
@@ -43,7 +44,7 @@ def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = F
         parts = []
         with torch.inference_mode():
             for batch in batches:
-                feat, valid = model.backbone_features(batch.images.to(device), batch.pad_mask.to(device))
+                feat, valid = _features(model, batch.images.to(device), batch.pad_mask.to(device), cfg)
                 parts.append(_regions(batch.image_ids, feat, valid, cfg))
                 progress.advance(len(batch.image_ids))
         if batches.failed:
@@ -69,6 +70,13 @@ def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = F
         }
         progress.end(summary)
         return StageResult("init_priors", False, summary)
+
+
+def _features(model: torch.nn.Module, images: torch.Tensor, pad_mask: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens of R_0: the frozen backbone's C5, or weight-free colour tokens (priors.init_features)."""
+    if cfg.priors.init_features == "colour":
+        return colour_tokens(images, pad_mask, cfg.priors.init_stride)
+    return model.backbone_features(images, pad_mask)
 
 
 def _regions(image_ids: np.ndarray, feat: torch.Tensor, valid: torch.Tensor, cfg) -> BoxSet:
