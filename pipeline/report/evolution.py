@@ -82,4 +82,4 @@ def evolution_figure(rows: list[StripRow], versions: list[int], max_boxes: int =
             ax.set_xlim(0, w)
             ax.set_ylim(h, 0)
     fig.tight_layout()
-    return png_bytes(fig)
+    return png_bytes(fig, dpi=80)  # many panels: keep the embedded page light
