@@ -178,6 +178,8 @@ def _cluster_block(
     # np.take: numpy's fancy indexing of rows is several times slower than take on large arrays.
     pb = boxes.take(src.ravel(), axis=0).reshape(width, n_img, 4).astype(np.float64)
     pw = weighted.take(src)
+    # Increments of the running sums, [rank, image, 5]: weighted coordinates and the weight.
+    pinc = np.concatenate([pb * pw[..., None], pw[..., None]], axis=2)
     # Cluster-major state [5, slot, image]: fused x0, y0, x1, y1, area, and the running sums of
     # weighted coordinates and weights that make a join an O(1) update. Unused slots hold a
     # zero-area box outside [0, 1]: IoU 0, never a match, so no masking is needed.
@@ -223,8 +225,7 @@ def _cluster_block(
         target[k, :a] = tgt
         at = tgt * n_img + images[:a]
         acc = sums.take(at, axis=0)
-        acc[:, :4] += box * w[:, None]
-        acc[:, 4] += w
+        acc += pinc[k, :a]
         sums[at] = acc
         tw = acc[:, 4]
         new = np.empty((5, a))
