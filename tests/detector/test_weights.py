@@ -12,6 +12,9 @@ import torchvision
 from detector import WeightsError, build_model, get_preset, load_backbone_weights, load_weights, save_weights
 from detector.backbone import Backbone
 
+# build_model warns about random backbones; the one test that wants the warning uses pytest.warns.
+pytestmark = pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")
+
 
 def _reference(name: str = "resnet18") -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
