@@ -12,6 +12,8 @@ eigenvector of A = S + I restricted to the complement of u0. A block Krylov meth
 Rayleigh-Ritz finds it with a few batched matrix products (much cheaper than a dense generalized
 eigensolver); any map whose residual does not reach the tolerance falls back to a dense
 ``torch.linalg.eigh`` of its own valid sub-problem, so the answer never depends on convergence.
+The Krylov work is float32 (see _TOL for the accuracy this buys); the degrees, the
+degenerate-map test and the dense fallback are float64.
 Padding tokens get zero rows and columns in A and zero start vectors, so they never enter the
 Krylov space: a batch of images of different sizes is solved exactly as each image alone.
 """
@@ -22,15 +24,21 @@ import torch
 from torch import Tensor
 
 #: Krylov block width, blocks per restart, and restarts before the dense fallback. Each step is
-#: one pass over the [n, n] float64 affinity, which bounds the cost; 4 x 8 converged in one restart
+#: one pass over the [n, n] affinity, which bounds the cost; 4 x 8 converged in one restart
 #: on every 300-4096-token map tried and measured ~30 % faster than 8 x 6 at 1050 tokens.
 _BLOCK = 4
 _STEPS = 8
 _RESTARTS = 6
-#: Residual |A y - theta y| (y unit, |A| <= 2) accepted as converged. Davis-Kahan bounds the
-#: eigenvector angle by residual / eigen-gap, so 1e-9 keeps |cos| >= 0.999 down to gaps ~1e-6
-#: even after the D^-1/2 rescaling.
-_TOL = 1e-9
+#: Residual |A y - theta y| (y unit, |A| <= 2) accepted as converged. The Krylov work runs in
+#: float32 (the affinity holds only 1 and eps, and each step is a pass over [n, n] whose bytes
+#: bound the cost: float32 measured 1.5x faster than float64 at 1050 tokens), whose rounding floor
+#: for the residual is ~1e-6 at 4096 tokens. Davis-Kahan bounds the eigenvector angle by
+#: residual / eigen-gap: 2e-5 keeps |cos| >= 0.999 for gaps lambda_3 - lambda_2 >= ~1e-3 in the
+#: worst case (measured |cos| > 0.99999 on gaps down to 1e-4). Maps that do not reach it fall
+#: back to a dense float64 eigh.
+_TOL = 2e-5
+#: dtype of the affinity and of the Krylov vectors (see _TOL).
+_DTYPE = torch.float32
 #: Maps with at most this many valid tokens are solved densely (the Krylov space would be the
 #: whole space anyway).
 _DENSE_MAX = 96
@@ -64,7 +72,7 @@ def eigen_attention(
         raise ValueError("features contain NaN or infinite values; check the encoder output")
     n = h * w
     out = torch.zeros(b, n, dtype=torch.float32, device=features.device)
-    # Bound the [chunk, n, n] float64 affinity to ~1 GiB whatever the map size.
+    # Bound the [chunk, n, n] affinity (float32, plus its float64 degree pass) whatever the map size.
     chunk = max(1, (1 << 27) // max(n * n, 1))
     for lo in range(0, b, chunk):
         out[lo : lo + chunk] = _solve(
@@ -87,11 +95,12 @@ def _solve(features: Tensor, mask: Tensor, tau: float, eps: float) -> Tensor:
     padded = bool((~mask).any())
     if padded:
         above &= pair
-    one = torch.ones((), dtype=torch.float64, device=features.device)
+    one = torch.ones((), dtype=_DTYPE, device=features.device)
     weights = torch.where(above, one, one * eps)
     if padded:
         weights.masked_fill_(~pair, 0.0)
-    deg = weights.sum(-1)
+    # Degrees summed in float64: they must count the "above" entries exactly (below).
+    deg = weights.sum(-1, dtype=torch.float64)
     # Off-diagonal "above" pairs among valid tokens: none or all means every valid pair has the
     # same affinity, whose second eigenvalue is (n-1)-fold degenerate: no foreground to find.
     # Counted from the degrees (deg_i = a_i + eps (count - a_i), exact after rounding), as a
@@ -105,11 +114,11 @@ def _solve(features: Tensor, mask: Tensor, tau: float, eps: float) -> Tensor:
     degenerate = (counts < 2) | (offdiag == 0) | (offdiag == counts * (counts - 1))
     if bool(degenerate.all()):
         return out
-    dis = torch.where(mask, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg))
+    dis = torch.where(mask, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg)).to(_DTYPE)
     u0 = deg.sqrt() * mask
-    u0 = u0 / u0.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    u0 = (u0 / u0.norm(dim=1, keepdim=True).clamp_min(1e-300)).to(_DTYPE)
 
-    u = torch.zeros_like(deg)
+    u = torch.zeros_like(dis)
     dense = (counts <= _DENSE_MAX) & ~degenerate
     krylov = (counts > _DENSE_MAX) & ~degenerate
     if bool(krylov.any()):
@@ -131,10 +140,11 @@ def _dense_second(weights: Tensor, dis: Tensor, mask: Tensor) -> Tensor:
     weights [n, n], dis [n] (D^-1/2, 0 on padding), mask bool [n] -> u [n], zero on padding.
     """
     idx = mask.nonzero().flatten()
-    sub = (weights[idx][:, idx] * dis[idx, None] * dis[None, idx]).cpu()
+    d = dis[idx].double()
+    sub = (weights[idx][:, idx].double() * d[:, None] * d[None, :]).cpu()
     _, vecs = torch.linalg.eigh(sub)
     u = torch.zeros(weights.shape[0], dtype=weights.dtype, device=weights.device)
-    u[idx] = vecs[:, -2].to(weights.device)
+    u[idx] = vecs[:, -2].to(device=weights.device, dtype=weights.dtype)
     return u
 
 
@@ -149,12 +159,14 @@ def _orthonormalise(y: Tensor, basis: Tensor, mask: Tensor) -> Tensor:
         y = (y - basis @ (basis.transpose(1, 2) @ y)) * m
     scale = y.norm(dim=1, keepdim=True)
     q, r = torch.linalg.qr(y)
-    keep = (r.diagonal(dim1=1, dim2=2).abs() > 1e-10 * scale.squeeze(1).clamp_min(1e-300))
+    rel = max(1e-10, 100 * torch.finfo(y.dtype).eps)  # below: rounding noise, not a direction
+    tiny = torch.finfo(y.dtype).tiny
+    keep = (r.diagonal(dim1=1, dim2=2).abs() > rel * scale.squeeze(1).clamp_min(tiny))
     q = q * keep[:, None, :] * m
     for _ in range(2):
         q = (q - basis @ (basis.transpose(1, 2) @ q)) * m
     norms = q.norm(dim=1, keepdim=True)
-    return torch.where(norms > 0.5, q / norms.clamp_min(1e-300), torch.zeros_like(q))
+    return torch.where(norms > 0.5, q / norms.clamp_min(tiny), torch.zeros_like(q))
 
 
 def _krylov_top(
@@ -162,7 +174,7 @@ def _krylov_top(
 ) -> tuple[Tensor, Tensor]:
     """Top eigenvector of A = D^-1/2 W D^-1/2 + I orthogonal to u0, by restarted block Krylov.
 
-    weights [B, n, n] float64, dis [B, n] (D^-1/2, 0 on padding), mask bool [B, n], u0 [B, n],
+    weights [B, n, n] (_DTYPE), dis [B, n] (D^-1/2, 0 on padding), mask bool [B, n], u0 [B, n],
     active bool [B] (inactive maps count as converged). Returns (u [B, n] unit, converged [B]).
     """
     bsz, n, _ = weights.shape

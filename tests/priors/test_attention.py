@@ -116,3 +116,16 @@ def test_bad_inputs_raise() -> None:
     bad[0, 1, 1, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         eigen_attention(bad)
+
+
+def test_krylov_converges_in_float32_without_the_dense_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    dense = attention._dense_second
+    monkeypatch.setattr(attention, "_dense_second", lambda *a: calls.append(1) or dense(*a))
+    f = _features(4, 24, 30, seed=11)  # 720 tokens: the Krylov path
+    m = eigen_attention(f)
+    assert not calls  # a float32 rounding floor above _TOL would silently make every map dense
+    for i in range(4):
+        ref, gap = _scipy_vector(f[i].reshape(-1, f.shape[-1]).numpy())
+        if gap >= 1e-3:
+            assert _abs_cos(ref, m[i].flatten().double().numpy()) >= 0.999
