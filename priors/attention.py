@@ -89,14 +89,17 @@ def _solve(features: Tensor, mask: Tensor, tau: float, eps: float) -> Tensor:
     # The Gram matrix in float32 is the costly part for wide features; the threshold only needs
     # its sign against tau.
     x = torch.nn.functional.normalize(features.to(torch.float32), dim=-1)
-    above = (x @ x.transpose(1, 2)) > tau
+    gram = x @ x.transpose(1, 2)
+    above = gram > tau
     counts = mask.sum(1)
     pair = mask[:, :, None] & mask[:, None, :]
     padded = bool((~mask).any())
     if padded:
         above &= pair
     one = torch.ones((), dtype=_DTYPE, device=features.device)
-    weights = torch.where(above, one, one * eps)
+    # The affinity reuses the Gram matrix's memory (same dtype): one [B, n, n] buffer fewer.
+    reuse = {"out": gram} if gram.dtype == _DTYPE else {}
+    weights = torch.where(above, one, one * eps, **reuse)
     if padded:
         weights.masked_fill_(~pair, 0.0)
     # Degrees summed in float64: they must count the "above" entries exactly (below).
