@@ -41,8 +41,7 @@ def report_cmd(run_path: str, output: str | None, no_eval: bool, no_proposals: b
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     for q, b, a, h in result.verdict:
-        shown = "n/a" if h is None else ("yes" if h else "no")
-        click.echo(f"{q}: {_fmt(b)} -> {_fmt(a)} ({'better' if h else 'not better'})" if h is not None else f"{q}: {shown}")
+        click.echo(f"{q}: {_fmt(b)} -> {_fmt(a)} ({'better' if h else 'not better'})" if h is not None else f"{q}: {_fmt(a)}")
     click.echo(f"report: {result.html} ({len(result.figures)} figures beside it)")
 
 

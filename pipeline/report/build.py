@@ -51,6 +51,7 @@ def build_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     notes = ensure_metrics(run, proposals=proposals, progress=progress) if evaluate else []
     data = collect(run)
+    chance = chance_metrics(run) if evaluate and data.prior_metrics else None
     pngs = {
         "versions": version_stats_figure(data.versions),
         "metrics": metrics_figure(data.prior_metrics, data.proposals),
@@ -59,6 +60,9 @@ def build_report(
     }
     pngs = {k: v for k, v in pngs.items() if v is not None}
     verdict = loop_verdict(data)
+    if chance is not None and verdict:
+        verdict.append((f"for scale: AR@100 of {CHANCE_CROPS} random crops per image (train split, seed 0)",
+                        None, chance["AR@100"], None))
     out.write_text(render(data, pngs, verdict), encoding="utf-8")
     paths = {}
     for name, png in pngs.items():
@@ -94,6 +98,23 @@ def ensure_metrics(run: RunDir, proposals: bool = True, progress: Progress = NUL
         except (OSError, ValueError) as exc:
             notes.append(f"proposals not evaluated: {exc}")
     return notes
+
+
+#: Random crops per image of the chance reference (the default of ``priors.random_crops``).
+CHANCE_CROPS = 30
+
+
+def chance_metrics(run: RunDir) -> dict[str, float | None]:
+    """Class-agnostic metrics of ``CHANCE_CROPS`` random crops per image (``priors.random_crops``,
+    seed 0) on the run's split: what boxes with no information about the image score."""
+    from pipeline.stages import coco_metrics
+    from pipeline.stages.evaluate import detections_array
+    from priors import random_crops
+
+    images = run.images()
+    ids = np.setdiff1d(images.column("image_id").to_numpy(), np.asarray(sorted(run.quarantined_ids()), np.int64))
+    gt = run.dataset().coco_ground_truth()
+    return coco_metrics(gt, detections_array(random_crops(ids, CHANCE_CROPS, seed=0), images), ids)
 
 
 def strip_rows(run: RunDir, num_images: int) -> list[StripRow]:
