@@ -18,7 +18,11 @@ Agreement: |cos| between our map and scipy's vector, over the maps whose gap lam
 is at least --min-gap (below it the second eigenvector is not well defined and any answer in the
 near-degenerate space is right); maps below the gap, zero maps and non-finite scipy vectors are
 counted separately rather than folded into the worst cosine.
-Usage: python benchmarks/bench_attention.py [--scipy-maps-4096 2]
+With two or more threads on a shared, loaded CPU, both torch's and OpenBLAS's thread pools
+spin against the other jobs and single maps swing 10x (a 300-token scipy map measured 5 ms and
+2.4 s in one run); for a steady figure compare one thread each:
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/bench_attention.py
+Usage: python benchmarks/bench_attention.py [--scipy-maps-4096 2] [--sizes 15x20,30x35,64x64]
 """
 
 from __future__ import annotations
