@@ -159,8 +159,9 @@ def _cluster_block(
 
     Box j sits in image img[j] (0 <= img < n_img; images by non-increasing box count) at padded
     column col[j] < width (boxes float32 [N, 4] xyxy, scores float32 [N], from_cur bool [N]);
-    its weighted score is score x (1 - momentum if from_cur else momentum), in float64. Returns the kept fused clusters (image int64 [K], rank within its image by descending
-    score int64 [K], boxes float64 [K, 4], scores float64 [K]).
+    its weighted score is score x (1 - momentum if from_cur else momentum), in float64. Returns
+    the kept fused clusters (image int64 [K], rank within its image by descending score int64 [K],
+    boxes float64 [K, 4], scores float64 [K]).
     """
     scores = scores.astype(np.float64)
     weighted = scores * np.where(from_cur, 1.0 - momentum, momentum)
