@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from flows.cli_errors import clean_errors
-from pipeline.data import DATASET_NAMES, ImageLoadError, generate_synthetic, open_dataset
+
+# pipeline.data imports torch; the commands import it when they run so that `joindet --help` is fast.
+DATASET_CHOICES = ("synthetic", "coco", "voc", "imagenet", "coco-json", "folder")
 
 
 @click.group("data")
@@ -29,13 +31,15 @@ def synth(out: Path, images: int, val_images: int | None, size: int, seed: int, 
     OUT/train, OUT/val and OUT/annotations/instances_{train,val}.json; use it with
     --dataset synthetic --data-root OUT (or --dataset coco-json).
     """
+    from pipeline.data import generate_synthetic
+
     generate_synthetic(out, images, size, seed, val_images=val_images, image_format=image_format)
     n_val = max(1, images // 3) if val_images is None else val_images
     click.echo(f"wrote {images} train and {n_val} val images ({size}x{size}, seed {seed}) to {out}")
 
 
 @data.command("check")
-@click.option("--dataset", "name", required=True, type=click.Choice(DATASET_NAMES), help="Dataset name.")
+@click.option("--dataset", "name", required=True, type=click.Choice(DATASET_CHOICES), help="Dataset name.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None, help="Dataset root (else $JOINDET_DATA/<name>).")
 @click.option("--split", default="train", show_default=True)
 @click.option("--annotations", type=click.Path(path_type=Path), default=None, help="COCO JSON (coco-json).")
@@ -44,6 +48,8 @@ def synth(out: Path, images: int, val_images: int | None, size: int, seed: int, 
 @clean_errors
 def check(name: str, data_root: Path | None, split: str, annotations: Path | None, class_list: Path | None, limit: int | None) -> None:
     """Open a dataset, decode its images, and list those that would be quarantined."""
+    from pipeline.data import ImageLoadError, open_dataset
+
     ds = open_dataset(name, root=data_root, split=split, annotations=annotations, class_list=class_list)
     ids = ds.image_ids()
     if limit is not None:

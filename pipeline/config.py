@@ -173,7 +173,8 @@ def make_config(preset: str = "tiny", dataset: str | None = None, overrides: lis
     if dataset is not None:
         cfg.data.dataset = dataset
     if preset == "tiny":
-        cfg.schedule = ScheduleConfig(epochs=4, update_every=2)
+        # Three blocks of two epochs: R_0, then two update rounds (v2, v4).
+        cfg.schedule = ScheduleConfig(epochs=6, update_every=2)
         cfg.train.batch_size = 4
         cfg.mine = MineConfig(batch_size=8, shards=2, save_attention=True)
         cfg.priors.max_per_image = 20

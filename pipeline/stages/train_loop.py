@@ -63,11 +63,12 @@ def build_train_parts(
     """
     mcfg = model_cfg or cfg.model
     if model is None:
+        # Seeded so that every process (each rank, and a resumed run) starts from the same weights.
+        torch.manual_seed(cfg.train.seed)
         model = build_model(mcfg)
         if cfg.weights.backbone and cfg.weights.backbone != mcfg.backbone_weights:
             load_backbone_weights(model, cfg.weights.backbone)
     model = model.to(info.device)
-    # Same starting weights on every rank before DDP broadcasts them anyway (and for resume).
     optimizer = build_optimizer(model, mcfg)
     scheduler = build_lr_scheduler(optimizer, mcfg)
     amp = info.device.type == "cuda"

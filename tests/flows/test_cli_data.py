@@ -51,3 +51,10 @@ def test_check_missing_dataset_is_one_clear_line(tmp_path: Path, monkeypatch) ->
     res = CliRunner().invoke(main, ["data", "check", "--dataset", "coco"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "--dataset synthetic" in res.output and str(tmp_path / "coco") in res.output
+
+
+def test_dataset_choices_match_the_registry() -> None:
+    from flows.cli_data import DATASET_CHOICES
+    from pipeline.data import DATASET_NAMES
+
+    assert sorted(DATASET_CHOICES) == sorted(DATASET_NAMES)

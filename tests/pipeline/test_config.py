@@ -13,8 +13,8 @@ from pipeline.config import ConfigError, RunConfig, ScheduleConfig, apply_overri
 
 def test_tiny_preset_has_two_update_rounds() -> None:
     cfg = make_config("tiny", "synthetic")
-    assert cfg.schedule.versions() == [0, 2]
-    assert cfg.schedule.blocks() == [(0, 2), (2, 4)]
+    assert cfg.schedule.versions() == [0, 2, 4]
+    assert cfg.schedule.blocks() == [(0, 2), (2, 4), (4, 6)]
     assert cfg.model.num_queries <= 30
 
 
@@ -26,7 +26,7 @@ def test_paper_schedule_depends_on_dataset() -> None:
 def test_overrides_parse_by_field_type() -> None:
     cfg = make_config("tiny", "synthetic", ["priors.momentum=0.3", "priors.max_per_image=none",
                                             "mine.save_attention=false", "priors.update=nms",
-                                            "schedule.epochs=6"])
+                                            "schedule.epochs=8"])
     assert cfg.priors.momentum == pytest.approx(0.3)
     assert cfg.priors.max_per_image is None
     assert cfg.mine.save_attention is False
