@@ -31,7 +31,7 @@ def test_overrides_parse_by_field_type() -> None:
     assert cfg.priors.max_per_image is None
     assert cfg.mine.save_attention is False
     assert cfg.priors.update == "nms"
-    assert cfg.schedule.versions() == [0, 2, 4]
+    assert cfg.schedule.versions() == [0, 2, 4, 6]
 
 
 @pytest.mark.parametrize(
