@@ -51,6 +51,7 @@ class PriorsConfig:
     tau: float = 0.2  # affinity threshold of the eigen attention
     eps: float = 1e-5
     instance_t: float = 0.5  # IG: share of foreground mask cells inside a predicted box
+    instance_min_score: float | None = None  # IG: None = argmax is foreground (paper); else min fg probability
     connectivity: int = 4
     min_cells: int = 1
     max_region_boxes: int | None = 10

@@ -1,6 +1,7 @@
 """Instance priors P^i = IG(P^f, M): decoder predictions confirmed by the attention map.
 
-A prediction is kept when its argmax class is foreground and at least a share ``t`` of the
+A prediction is kept when its argmax class is foreground (or, optionally, its foreground
+probability reaches ``min_score``) and at least a share ``t`` of the
 attention-map cells inside its box are foreground (M > mean(M) over valid cells). A cell is
 inside a box when its centre is; a box too small to contain any cell centre is judged by the
 cell holding its own centre.
@@ -21,6 +22,7 @@ def instance_priors(
     M: Tensor,
     valid: Tensor | None = None,
     t: float = 0.5,
+    min_score: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Instance priors of a batch of decoder outputs.
 
@@ -29,6 +31,10 @@ def instance_priors(
         boxes: float [B, Q, 4], normalised cxcywh, fractions of the valid (unpadded) image.
         M: float [B, h, w] attention maps; valid: bool [B, h, w] or None (all valid).
         t: minimum share N_f / N_t of foreground cells inside a kept box.
+        min_score: None keeps the predictions whose argmax class is foreground (the paper's rule,
+            i.e. foreground probability > 0.5); a float keeps those whose foreground probability
+            is at least ``min_score`` instead. A detector trained with the focal loss for only a
+            few epochs rarely exceeds 0.5 (short CPU runs), which empties P^i under the paper's rule.
 
     Returns:
         (batch_index int64 [N], boxes float32 [N, 4] normalised xyxy clipped to [0, 1],
@@ -46,7 +52,7 @@ def instance_priors(
     rows, cols = valid_extent(v)
     lg = logits.detach().float().cpu()
     prob = lg.softmax(-1)[..., 1].numpy()
-    is_fg = (lg[..., 1] > lg[..., 0]).numpy()
+    is_fg = (lg[..., 1] > lg[..., 0]).numpy() if min_score is None else prob >= min_score
     cxcywh = boxes.detach().double().cpu().numpy()
     xyxy = np.concatenate([cxcywh[..., :2] - cxcywh[..., 2:] / 2, cxcywh[..., :2] + cxcywh[..., 2:] / 2], -1)
     xyxy = np.clip(xyxy, 0.0, 1.0)

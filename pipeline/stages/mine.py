@@ -165,7 +165,9 @@ def _mine_with_model(
                 )
                 regions.append(BoxSet.from_arrays(batch.image_ids[np.asarray(bidx, np.int64)], boxes, scores, "region"))
             if want_instance:
-                bidx, boxes, scores = instance_priors(out["pred_logits"], out["pred_boxes"], maps, valid, t=t)
+                bidx, boxes, scores = instance_priors(
+                    out["pred_logits"], out["pred_boxes"], maps, valid, t=t, min_score=cfg.priors.instance_min_score
+                )
                 instances.append(BoxSet.from_arrays(batch.image_ids[np.asarray(bidx, np.int64)], boxes, scores, "instance"))
             if maps_out is not None:
                 _save_attention(maps_out, batch.image_ids, maps, valid)

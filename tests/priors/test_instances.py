@@ -57,3 +57,23 @@ def test_degenerate_map_and_bad_shapes() -> None:
         instance_priors(logits, torch.zeros(1, 2, 4), _map())
     with pytest.raises(ValueError, match="M must"):
         instance_priors(logits, boxes, torch.zeros(2, 4, 4))
+
+
+def test_min_score_replaces_the_argmax_rule() -> None:
+    import torch
+
+    from priors import instance_priors
+
+    # two queries with foreground probability 0.3 and 0.6; the map is all foreground
+    fg = torch.tensor([0.3, 0.6])
+    logits = torch.stack([torch.zeros(2), torch.log(fg / (1 - fg))], -1)[None]
+    boxes = torch.tensor([[[0.5, 0.5, 0.4, 0.4], [0.5, 0.5, 0.2, 0.2]]])
+    m = torch.ones(1, 4, 4)
+    m[0, 0, 0] = 0.0  # a non-constant map, so the mask M > mean(M) has foreground cells
+    paper = instance_priors(logits, boxes, m, t=0.0)
+    assert paper[0].tolist() == [0]
+    assert np.allclose(paper[2], [0.6])
+    low = instance_priors(logits, boxes, m, t=0.0, min_score=0.25)
+    assert np.allclose(np.sort(low[2]), [0.3, 0.6])
+    high = instance_priors(logits, boxes, m, t=0.0, min_score=0.7)
+    assert len(high[0]) == 0
