@@ -7,6 +7,9 @@ chunks). Local paths; Zarr's store abstraction carries URLs later.
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +47,23 @@ class AttentionStore:
                     not np.array_equal(group[ATTENTION_IDS][:], ids):
                 raise StoreError(f"{path} exists with other image ids or map size; remove it or use another version")
             return
-        group = zarr.open_group(str(path), mode="w")
+        # Built under a unique name and renamed into place, so a concurrent creator or a crash
+        # mid-creation never leaves a half-made group at ``path``; the loser of a race discards its copy.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        group = zarr.open_group(str(tmp), mode="w-")
         group.attrs.update({"schema_version": SCHEMA_VERSION, "version": version, "max_h": int(max_hw[0]),
                             "max_w": int(max_hw[1]), "layout": ATTENTION_LAYOUT})
         group.create_array(ATTENTION_IDS, data=ids, chunks=(max(len(ids), 1),))
         group.create_array(ATTENTION_ARRAY, shape=(len(ids), *max_hw), chunks=(1, *max_hw),
                            dtype=ATTENTION_DTYPE, fill_value=np.nan)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not (path / "zarr.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.create(version, image_ids, max_hw)  # validate the winner's ids and size
 
     def write(self, version: int, image_id: int, attention: np.ndarray) -> None:
         """Store one map, float [h, w] (h <= max_h, w <= max_w), as float16."""

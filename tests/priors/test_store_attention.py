@@ -54,3 +54,17 @@ def test_open_or_create_per_version_handle(tmp_path: Path) -> None:
     assert AttentionStore(tmp_path).read(3, 6).shape == (4, 7)
     with pytest.raises(StoreError, match="attention maps live at"):
         Exported.open_or_create(tmp_path / "elsewhere.zarr", np.array([5]), 3)
+
+
+def test_concurrent_creators_share_one_group(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = np.arange(6, dtype=np.int64)
+    store = AttentionStore(tmp_path)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: store.create(2, ids, (8, 8)), range(8)))
+    store.write(2, 3, np.ones((4, 5), np.float32))
+    store.create(2, ids, (8, 8))  # idempotent: keeps the written map
+    assert store.read(2, 3).shape == (4, 5)
+    leftovers = [p.name for p in (tmp_path / "attention").iterdir() if p.name != "v0002.zarr"]
+    assert leftovers == []
