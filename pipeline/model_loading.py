@@ -87,6 +87,8 @@ def clear_cache() -> None:
 
 # ---------------------------------------------------------------------- internals
 def _build_initial(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
+    # The same seed as training's model build: R_0 and training see the same (random) backbone.
+    torch.manual_seed(cfg.train.seed)
     if cfg.weights.backbone:
         with warnings.catch_warnings():  # the random-backbone warning: weights follow right away
             warnings.simplefilter("ignore", UserWarning)
