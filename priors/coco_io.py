@@ -9,7 +9,8 @@ Import rules (every dropped box is counted, never silently lost):
 - ``bbox`` must be 4 finite numbers with w >= 0 and h >= 0, and ``score`` (default 1.0) finite;
   otherwise the box is *rejected* (count ``rejected_malformed``).
 - A box reaching outside its image is *clipped* to ``[0, width] x [0, height]`` (count ``clipped``);
-  one with zero width or height after clipping is *rejected* (count ``rejected_degenerate``).
+  one with zero width or height after clipping (as stored: normalised float32) is *rejected*
+  (count ``rejected_degenerate``).
 - An ``image_id`` that is not among the images (the JSON's ``images`` for an annotations file,
   the run's index for a results file) is an error: the file does not belong to this run.
 """
@@ -130,15 +131,16 @@ def _convert(records: list[Any], images: pa.Table, source: str, is_ann: bool) ->
     _, w, h = _sizes_for(ids, images, source) if n else (ids, np.zeros(0), np.zeros(0))
     x0, y0 = raw[:, 0], raw[:, 1]
     x1, y1 = x0 + raw[:, 2], y0 + raw[:, 3]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         cx0, cy0 = np.clip(x0, 0, w), np.clip(y0, 0, h)
         cx1, cy1 = np.clip(x1, 0, w), np.clip(y1, 0, h)
-        degenerate = ~malformed & ((cx1 <= cx0) | (cy1 <= cy0))
+        # Degeneracy is judged on the stored values (normalised float32): a box a few ulps thick
+        # in pixels would otherwise become zero-area on the way in.
+        norm = np.clip(np.stack([cx0 / w, cy0 / h, cx1 / w, cy1 / h], axis=1).astype(np.float32), 0.0, 1.0)
+        degenerate = ~malformed & ((norm[:, 2] <= norm[:, 0]) | (norm[:, 3] <= norm[:, 1]))
         clipped = ~malformed & ~degenerate & ((cx0 != x0) | (cy0 != y0) | (cx1 != x1) | (cy1 != y1))
     keep = ~malformed & ~degenerate
-    boxes = np.stack([cx0 / w, cy0 / h, cx1 / w, cy1 / h], axis=1)[keep]
-    # float32 rounding can push x1 a hair past x0 / 1.0; clip keeps the normalised contract
-    boxes = np.clip(boxes.astype(np.float32), 0.0, 1.0)
+    boxes = norm[keep]
     return CocoImport(
         boxes=BoxSet.from_arrays(ids[keep], boxes, scores[keep].astype(np.float32), "smoothed"),
         images=images,
