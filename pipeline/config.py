@@ -60,6 +60,7 @@ class PriorsConfig:
     # colour/texture tokens, for runs without pretrained backbone weights; see priors/colour_tokens.py).
     init_features: str = "backbone"
     init_stride: int = 8  # cell side in pixels of the colour tokens
+    centre_tokens: bool = False  # mining: subtract each map's mean encoder token before the cut
 
 
 @dataclass

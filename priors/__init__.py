@@ -1,7 +1,7 @@
 """Object priors: the prior store and the prior algorithms (pure functions on arrays and BoxSets)."""
 
 from priors.attention import eigen_attention
-from priors.colour_tokens import colour_tokens
+from priors.colour_tokens import centre_tokens, colour_tokens
 from priors.boxset import BoxSet, BoxSetError
 from priors.instances import instance_priors
 from priors.regions import region_priors
@@ -30,4 +30,4 @@ __all__ += ["VersionExistsError", "VersionNotFoundError", "AttentionMaps", "Atte
 __all__ += ["CocoImport", "export_coco_results", "import_coco", "read_coco"]
 __all__ += ["eigen_attention", "region_priors", "instance_priors", "box_smooth"]
 __all__ += ["update_priors", "STRATEGIES", "random_crops", "selective_search"]
-__all__ += ["colour_tokens"]
+__all__ += ["centre_tokens", "colour_tokens"]

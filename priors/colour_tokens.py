@@ -41,6 +41,18 @@ def colour_tokens(images: Tensor, pad_mask: Tensor, stride: int = 8) -> tuple[Te
     feat = torch.cat([mean, std], 1).permute(0, 2, 3, 1)  # [B, h, w, 6]
     valid = ~pad_mask[:, ::stride, ::stride]
     valid = valid[:, : feat.shape[1], : feat.shape[2]]
-    vf = valid[..., None].to(feat.dtype)
-    centre = (feat * vf).sum((1, 2), keepdim=True) / vf.sum((1, 2), keepdim=True).clamp_min(1)
-    return (feat - centre) * vf, valid
+    return centre_tokens(feat, valid), valid
+
+
+def centre_tokens(features: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Subtract each map's mean valid token: float [B, h, w, C] -> same shape, 0 on invalid cells.
+
+    Tokens that share a large common component (ReLU features, LayerNorm'd transformer outputs)
+    all have cosine similarity above tau, so the affinity is all ones and the normalized cut is
+    degenerate; centred tokens compare each cell against the map's average instead.
+    """
+    if valid is None:
+        valid = torch.ones(features.shape[:3], dtype=torch.bool, device=features.device)
+    vf = valid[..., None].to(features.dtype)
+    mean = (features * vf).sum((1, 2), keepdim=True) / vf.sum((1, 2), keepdim=True).clamp_min(1)
+    return (features - mean) * vf

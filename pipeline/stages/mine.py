@@ -40,7 +40,7 @@ from pipeline.progress import NULL_PROGRESS, Progress
 from pipeline.run_dir import RunDir
 from pipeline.stages.image_batches import ImageBatches
 from pipeline.stages.result import ShardResult, StageResult
-from priors import BoxSet, eigen_attention, instance_priors, random_crops, region_priors, selective_search
+from priors import BoxSet, centre_tokens, eigen_attention, instance_priors, random_crops, region_priors, selective_search
 from priors.attention_store import AttentionMaps, AttentionStore
 
 #: Sources that run the detector; the others need no checkpoint.
@@ -158,7 +158,8 @@ def _mine_with_model(
         for batch in batches:
             out = model(batch.images.to(device), batch.pad_mask.to(device))
             valid = out["enc_valid"]
-            maps = eigen_attention(out["enc_features"], valid, tau=p.tau, eps=p.eps)
+            tokens = centre_tokens(out["enc_features"], valid) if p.centre_tokens else out["enc_features"]
+            maps = eigen_attention(tokens, valid, tau=p.tau, eps=p.eps)
             if want_region:
                 bidx, boxes, scores = region_priors(
                     maps, valid, connectivity=p.connectivity, min_cells=p.min_cells, max_boxes=p.max_region_boxes

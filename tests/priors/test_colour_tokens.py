@@ -37,3 +37,19 @@ def test_a_coloured_square_becomes_one_region_prior() -> None:
 def test_rejects_wrong_shape() -> None:
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         colour_tokens(torch.zeros(1, 4, 8, 8), torch.zeros(1, 8, 8, dtype=torch.bool))
+
+
+def test_centre_tokens_removes_the_common_component() -> None:
+    from priors import centre_tokens
+
+    common = torch.full((1, 4, 4, 8), 5.0)
+    feat = common.clone()
+    feat[0, :2, :2, 0] += 1.0  # an "object" in the top-left corner
+    valid = torch.ones(1, 4, 4, dtype=torch.bool)
+    valid[0, :, 3] = False
+    assert eigen_attention(feat, valid).abs().max() == 0  # every cosine > tau: degenerate
+    centred = centre_tokens(feat, valid)
+    assert torch.all(centred[0, :, 3] == 0)
+    assert torch.allclose(centred[valid].mean(0), torch.zeros(8), atol=1e-6)
+    m = eigen_attention(centred, valid)
+    assert (m[0, :2, :2] > 0).all() and (m[0][valid[0]] > 0).sum() == 4
