@@ -187,38 +187,29 @@ def _cluster_block(
     fused = np.full((5, width, n_img), 3.0)
     fused[4] = 0.0
     sums = np.zeros((width * n_img, 5))
-    fx0, fy0, fx1, fy1, farea = fused
     flat_fused = fused.reshape(5, -1)
+    # float32 copy of the fused state for the screening IoU (see _screen).
+    fused32 = fused.astype(np.float32)
+    flat32 = fused32.reshape(5, -1)
+    pb32 = pb.astype(np.float32)
     target = np.zeros((width, n_img), np.int64)
     n_clusters = np.zeros(n_img, np.int64)
-    buf = np.empty((3, n_img * width))
+    buf = np.empty((3, n_img * width), np.float32)
     # active[k]: how many images have more than k boxes (a prefix, as counts are descending).
     active = present.sum(1)
     images = np.arange(n_img)
+    weights = np.stack([np.ones(width, np.float32), np.arange(width, dtype=np.float32)])
     for k in range(width):
         a = int(active[k])
         box = pb[k, :a]
         w = pw[k, :a]
-        bx0, by0, bx1, by1 = box.T
-        barea = (bx1 - bx0) * (by1 - by0)
         ncl = n_clusters[:a]
         c = int(ncl.max()) if k else 0
         if c:
-            t1, t2, t3 = (buf[j, : a * c].reshape(c, a) for j in range(3))
-            np.maximum(fx0[:c, :a], bx0, out=t1)
-            np.minimum(fx1[:c, :a], bx1, out=t2)
-            np.subtract(t2, t1, out=t2)
-            np.maximum(t2, 0.0, out=t2)
-            np.maximum(fy0[:c, :a], by0, out=t1)
-            np.minimum(fy1[:c, :a], by1, out=t3)
-            np.subtract(t3, t1, out=t3)
-            np.maximum(t3, 0.0, out=t3)
-            inter = np.multiply(t2, t3, out=t2)
-            union = np.add(farea[:c, :a], barea, out=t3)
-            np.subtract(union, inter, out=union)
-            iou = np.divide(inter, union, out=inter)
-            best = iou.argmax(axis=0)
-            matched = iou.take(best * a + images[:a]) > iou_thr
+            matched, best = _screen(fused32, pb32[k, :a], box, c, buf, weights[:, :c], iou_thr)
+            unsure = np.flatnonzero(best < 0)
+            if len(unsure):
+                matched[unsure], best[unsure] = _exact_match(fused[:, :c].take(unsure, axis=2), box[unsure], iou_thr)
             tgt = np.where(matched, best, ncl)
         else:
             matched = np.zeros(a, bool)
@@ -236,8 +227,8 @@ def _cluster_block(
             # A cluster with zero weight so far keeps its first box, so later boxes can match it.
             new[:4, zero] = np.where(matched[zero], flat_fused[:4].take(at[zero], axis=1), box[zero].T)
         new[4] = (new[2] - new[0]) * (new[3] - new[1])
-        for plane, values in zip(flat_fused, new):
-            plane[at] = values
+        flat_fused[:, at] = new
+        flat32[:, at] = new
         n_clusters[:a] += ~matched
     wsum = sums[:, 4]
     # Member statistics need no running state: one bincount per statistic after the loop.
@@ -262,3 +253,73 @@ def _cluster_block(
     flat = order[out_i, rank] * n_img + out_i
     out_boxes = flat_fused[:4].take(flat, axis=1).T
     return out_i, rank, out_boxes, score[flat]
+
+
+#: float32 unit roundoff; _screen's error bound is a multiple of it.
+_U32 = 2.0**-24
+
+
+def _screen(
+    fused32: np.ndarray,
+    box32: np.ndarray,
+    box: np.ndarray,
+    c: int,
+    buf: np.ndarray,
+    weights: np.ndarray,
+    iou_thr: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The match of each image's current box, decided in float32 where float64 would agree.
+
+    fused32: float32 [5, slots, images] fused x0, y0, x1, y1, area; box32/box: the images' boxes
+    [a, 4] in float32/float64 (equal values); only slots < c and images < a are read.
+    Returns (matched bool [a], best int64 [a]), best -1 where the float32 IoU cannot certify the
+    float64 decision: its max is within the error bound of iou_thr, or another cluster is within
+    twice the bound of the max (a possible argmax swap). The bound follows from every float32
+    coordinate being within 2^-24 of the float64 one: |IoU32 - IoU64| <= ~u (6 (w + h) + 8) / area
+    of the box (the union is at least the box's area), taken 4x for safety.
+    """
+    a = len(box)
+    bx0, by0, bx1, by1 = box32.T
+    bw, bh = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
+    barea = bw * bh
+    # Degenerate tiny boxes (float32 underflow) get an infinite bound: always re-checked.
+    eps = np.where(barea > 1e-12, 4 * _U32 * ((6 * (bw + bh) + 8) / np.maximum(barea, 1e-12) + 1), np.inf)
+    t1, t2, t3 = (buf[j, : a * c].reshape(c, a) for j in range(3))
+    fx0, fy0, fx1, fy1, farea = (plane[:c, :a] for plane in fused32)
+    np.maximum(fx0, bx0, out=t1)
+    np.minimum(fx1, bx1, out=t2)
+    np.subtract(t2, t1, out=t2)
+    np.maximum(t2, 0.0, out=t2)
+    np.maximum(fy0, by0, out=t1)
+    np.minimum(fy1, by1, out=t3)
+    np.subtract(t3, t1, out=t3)
+    np.maximum(t3, 0.0, out=t3)
+    inter = np.multiply(t2, t3, out=t2)
+    union = np.add(farea, barea.astype(np.float32), out=t3)
+    np.subtract(union, inter, out=union)
+    iou = np.divide(inter, union, out=inter)
+    top = iou.max(axis=0).astype(np.float64)
+    # Candidates for the argmax as 0/1 floats; one small matmul gives their count and index sum.
+    np.greater_equal(iou, (top - 2 * eps).astype(np.float32), out=t1)
+    count, index = weights @ t1
+    # An IoU above 1 can only come from a float32 union rounded to ~0: never certain.
+    matched = (top > iou_thr + eps) & (top <= 1.0)
+    certain = (top < iou_thr - eps) | (matched & (count == 1))
+    best = np.where(certain, index.astype(np.int64), -1)
+    return matched, best
+
+
+def _exact_match(fused: np.ndarray, box: np.ndarray, iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """WBF's float64 match: fused float64 [5, c, n] (x0, y0, x1, y1, area), box float64 [n, 4].
+
+    Returns (matched bool [n], best cluster int64 [n]), ties to the lowest cluster index.
+    """
+    bx0, by0, bx1, by1 = box.T
+    barea = (bx1 - bx0) * (by1 - by0)
+    fx0, fy0, fx1, fy1, farea = fused
+    iw = np.maximum(np.minimum(fx1, bx1) - np.maximum(fx0, bx0), 0.0)
+    ih = np.maximum(np.minimum(fy1, by1) - np.maximum(fy0, by0), 0.0)
+    inter = iw * ih
+    iou = inter / (farea + barea - inter)
+    best = iou.argmax(axis=0)
+    return iou[best, np.arange(len(box))] > iou_thr, best
