@@ -36,11 +36,6 @@ class DataConfig:
 
 
 @dataclass
-class WeightsConfig:
-    backbone: str | None = None  # local file: torchvision, SwAV or DINO ResNet checkpoint
-
-
-@dataclass
 class PriorsConfig:
     source: str = "region+instance"
     update: str = "box_smooth"
@@ -112,7 +107,6 @@ class RunConfig:
     preset: str = "tiny"
     data: DataConfig = field(default_factory=DataConfig)
     model: DetectorConfig = field(default_factory=lambda: get_preset("tiny"))
-    weights: WeightsConfig = field(default_factory=WeightsConfig)
     priors: PriorsConfig = field(default_factory=PriorsConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from detector import build_model, load_backbone_weights
+from detector import build_model
 from pipeline.checkpoints import load_model_state
 from pipeline.config import RunConfig
 
@@ -37,11 +37,10 @@ def resolve_device(name: str) -> torch.device:
 def initial_model(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     """A freshly built model in eval mode with the configured backbone weights (for R_0).
 
-    ``build_model`` loads ``model.backbone_weights``; ``weights.backbone`` (the run-level
-    setting), when given, is loaded over it. Only ``model.backbone_features`` is meaningful here:
-    the transformer is untrained.
+    ``build_model`` loads ``model.backbone_weights`` when set. Only ``model.backbone_features``
+    is meaningful here: the transformer is untrained.
     """
-    files = [f for f in (cfg.model.backbone_weights, cfg.weights.backbone) if f]
+    files = [f for f in (cfg.model.backbone_weights,) if f]
     key = ("init", os.getpid(), cfg.digest(), *(_file_key(f) for f in files), str(device))
     return _cached(key, lambda: _build_initial(cfg, device))
 
@@ -89,13 +88,7 @@ def clear_cache() -> None:
 def _build_initial(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     # The same seed as training's model build: R_0 and training see the same (random) backbone.
     torch.manual_seed(cfg.train.seed)
-    if cfg.weights.backbone:
-        with warnings.catch_warnings():  # the random-backbone warning: weights follow right away
-            warnings.simplefilter("ignore", UserWarning)
-            model = build_model(cfg.model)
-        load_backbone_weights(model, cfg.weights.backbone)
-    else:
-        model = build_model(cfg.model)
+    model = build_model(cfg.model)
     return model.to(device).eval()
 
 

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import torch
 
-from detector import build_model, load_backbone_weights
+from detector import build_model
 from pipeline.checkpoints import CheckpointError, latest_epoch, load_checkpoint, load_model_state, restore_training_state, save_checkpoint
 from pipeline.config import RunConfig
 from pipeline.data import low_data_subset
@@ -105,8 +105,6 @@ def _finetune(out: RunDir, init: str | os.PathLike | None, epochs: int, info: Di
     last = latest_epoch(ckpt_dir)
     start = 0 if last is None else last + 1
     model = build_model(mcfg)
-    if cfg.weights.backbone and cfg.weights.backbone != mcfg.backbone_weights:
-        load_backbone_weights(model, cfg.weights.backbone)
     if start == 0 and init is not None:
         load_pretrained(model, init)
     parts = build_train_parts(cfg, info, model_cfg=mcfg, with_embeddings=False, model=model)

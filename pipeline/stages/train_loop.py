@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from detector import DetectorConfig, EmbeddingTarget, SetCriterion, build_criterion, build_embedding_target, build_lr_scheduler, build_model, build_optimizer, load_backbone_weights
+from detector import DetectorConfig, EmbeddingTarget, SetCriterion, build_criterion, build_embedding_target, build_lr_scheduler, build_model, build_optimizer
 from pipeline.config import RunConfig, TrainConfig
 from pipeline.distributed import DistInfo, all_reduce_mean_dict, all_reduce_sum, make_sampler, unwrap, wrap_model
 from pipeline.progress import Progress
@@ -55,7 +55,7 @@ def build_train_parts(
     with_embeddings: bool = True,
     model: torch.nn.Module | None = None,
 ) -> TrainParts:
-    """Build model (backbone weights from ``weights.backbone`` or the preset), criterion, AdamW,
+    """Build model (backbone weights from ``model.backbone_weights``), criterion, AdamW,
     StepLR, grad scaler and training transform for ``cfg`` on ``info.device``.
 
     ``model_cfg`` overrides ``cfg.model`` (finetuning changes ``num_classes``); ``model`` skips
@@ -66,8 +66,6 @@ def build_train_parts(
         # Seeded so that every process (each rank, and a resumed run) starts from the same weights.
         torch.manual_seed(cfg.train.seed)
         model = build_model(mcfg)
-        if cfg.weights.backbone and cfg.weights.backbone != mcfg.backbone_weights:
-            load_backbone_weights(model, cfg.weights.backbone)
     model = model.to(info.device)
     optimizer = build_optimizer(model, mcfg)
     scheduler = build_lr_scheduler(optimizer, mcfg)
