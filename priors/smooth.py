@@ -121,6 +121,16 @@ def box_smooth(
     return BoxSet.from_arrays(out_ids, out_boxes, out_scores, "smoothed", assume_sorted=True)
 
 
+def _argsort_rows(key: np.ndarray) -> np.ndarray:
+    """Stable argsort of each row of a float [rows, n] array (inf marks padding, whose order is
+    irrelevant): the fast unstable sort, redone stably only when a row holds finite ties."""
+    order = np.argsort(key, axis=1)
+    ranked = np.take_along_axis(key, order, axis=1)
+    if ((ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] < np.inf)).any():
+        return np.argsort(key, axis=1, kind="stable")
+    return order
+
+
 def _distinct_sorted(ids: np.ndarray) -> np.ndarray:
     """Distinct values of a non-decreasing int array in O(N) (np.unique would sort again)."""
     return ids[np.concatenate([np.ones(min(len(ids), 1), bool), ids[1:] != ids[:-1]])]
@@ -168,7 +178,7 @@ def _cluster_block(
     key = np.full((n_img, width), np.inf)
     key[img, col] = -weighted
     # Visiting order within each image: descending weighted score, ties in column order.
-    order = np.argsort(key, axis=1, kind="stable")
+    order = _argsort_rows(key)
     src = np.full((n_img, width), -1, np.int64)
     src[img, col] = np.arange(len(img))
     src = np.take_along_axis(src, order, axis=1).T.copy()  # [rank, image] -> box row, -1 if none
@@ -184,14 +194,26 @@ def _cluster_block(
     # Cluster-major state [5, slot, image]: fused x0, y0, x1, y1, area, and the running sums of
     # weighted coordinates and weights that make a join an O(1) update. Unused slots hold a
     # zero-area box outside [0, 1]: IoU 0, never a match, so no masking is needed.
-    fused = np.full((5, width, n_img), 3.0)
-    fused[4] = 0.0
-    sums = np.zeros((width * n_img, 5))
-    flat_fused = fused.reshape(5, -1)
-    # float32 copy of the fused state for the screening IoU (see _screen).
-    fused32 = fused.astype(np.float32)
+    fused32 = np.full((5, width, n_img), 3.0, np.float32)
+    fused32[4] = 0.0
     flat32 = fused32.reshape(5, -1)
-    pb32 = pb.astype(np.float32)
+    # float64 state, slot-major (slot = cluster x n_img + image) so that a join reads and writes
+    # one row: running sums of weighted x0, y0, x1, y1 and of the weight, then the fused x0, y0,
+    # x1, y1 and area that WBF's decisions and the output are made of.
+    state = np.zeros((width * n_img, 10))
+    state[:, 5:] = flat32.T
+    # Screening inputs for every rank at once: float32 coordinate/area planes [5, rank, image] and
+    # the certified band half-width eps [rank, image] (see _screen).
+    bw, bh = pb[..., 2] - pb[..., 0], pb[..., 3] - pb[..., 1]
+    barea = bw * bh
+    planes32 = np.empty((5, width, n_img), np.float32)
+    planes32[:4] = pb.transpose(2, 0, 1)
+    planes32[4] = barea
+    # Tiny boxes (float32 underflow of the union) get an infinite band: always re-checked.
+    eps = np.full_like(barea, np.inf)
+    ok = barea > 1e-12
+    eps[ok] = 4 * _U32 * ((6 * (bw[ok] + bh[ok]) + 8) / barea[ok] + 1)
+    band = np.stack([iou_thr - eps, iou_thr + eps, 2 * eps]).astype(np.float32)
     target = np.zeros((width, n_img), np.int64)
     n_clusters = np.zeros(n_img, np.int64)
     buf = np.empty((3, n_img * width), np.float32)
@@ -206,31 +228,36 @@ def _cluster_block(
         ncl = n_clusters[:a]
         c = int(ncl.max()) if k else 0
         if c:
-            matched, best = _screen(fused32, pb32[k, :a], box, c, buf, weights[:, :c], iou_thr)
+            matched, best = _screen(fused32, planes32[:, k, :a], band[:, k, :a], c, buf, weights[:, :c])
             unsure = np.flatnonzero(best < 0)
             if len(unsure):
-                matched[unsure], best[unsure] = _exact_match(fused[:, :c].take(unsure, axis=2), box[unsure], iou_thr)
+                slots = (np.arange(c)[:, None] * n_img + unsure).ravel()
+                planes = state.take(slots, axis=0)[:, 5:].T.reshape(5, c, len(unsure))
+                matched[unsure], best[unsure] = _exact_match(planes, box[unsure], iou_thr)
             tgt = np.where(matched, best, ncl)
         else:
             matched = np.zeros(a, bool)
             tgt = ncl.copy()
         target[k, :a] = tgt
         at = tgt * n_img + images[:a]
-        acc = sums.take(at, axis=0)
-        acc += pinc[k, :a]
-        sums[at] = acc
-        tw = acc[:, 4]
-        new = np.empty((5, a))
-        np.divide(acc[:, :4].T, tw, out=new[:4], where=tw > 0)
-        zero = tw <= 0
+        acc = state.take(at, axis=0)
+        acc[:, :5] += pinc[k, :a]
+        tw = acc[:, 4:5]
+        zero = tw[:, 0] <= 0
         if zero.any():
-            # A cluster with zero weight so far keeps its first box, so later boxes can match it.
-            new[:4, zero] = np.where(matched[zero], flat_fused[:4].take(at[zero], axis=1), box[zero].T)
-        new[4] = (new[2] - new[0]) * (new[3] - new[1])
-        flat_fused[:, at] = new
-        flat32[:, at] = new
+            # A cluster with zero weight so far keeps its fused box (a new one: its first box), so
+            # later boxes can match it.
+            np.divide(acc[:, :4], tw, out=acc[:, 5:9], where=~zero[:, None])
+            fresh = zero & ~matched
+            acc[fresh, 5:9] = box[fresh]
+        else:
+            np.divide(acc[:, :4], tw, out=acc[:, 5:9])
+        acc[:, 9] = (acc[:, 7] - acc[:, 5]) * (acc[:, 8] - acc[:, 6])
+        state[at] = acc
+        for plane, values in zip(flat32, acc[:, 5:].T):
+            plane[at] = values
         n_clusters[:a] += ~matched
-    wsum = sums[:, 4]
+    wsum = state[:, 4]
     # Member statistics need no running state: one bincount per statistic after the loop.
     r, i = np.nonzero(present)
     slot = target[r, i] * n_img + i
@@ -245,13 +272,13 @@ def _cluster_block(
     live &= score >= min_score
     # Per image (row of the transposed grid): slots by descending score, dead ones last.
     key = np.where(live, -score, np.inf).reshape(width, n_img).T
-    order = np.argsort(key, axis=1, kind="stable")
+    order = _argsort_rows(key)
     n_keep = live.reshape(width, n_img).sum(0)
     if max_per_image is not None:
         n_keep = np.minimum(n_keep, max_per_image)
     out_i, rank = np.nonzero(np.arange(width)[None, :] < n_keep[:, None])
     flat = order[out_i, rank] * n_img + out_i
-    out_boxes = flat_fused[:4].take(flat, axis=1).T
+    out_boxes = state.take(flat, axis=0)[:, 5:9]
     return out_i, rank, out_boxes, score[flat]
 
 
@@ -262,28 +289,24 @@ _U32 = 2.0**-24
 def _screen(
     fused32: np.ndarray,
     box32: np.ndarray,
-    box: np.ndarray,
+    band: np.ndarray,
     c: int,
     buf: np.ndarray,
     weights: np.ndarray,
-    iou_thr: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The match of each image's current box, decided in float32 where float64 would agree.
 
-    fused32: float32 [5, slots, images] fused x0, y0, x1, y1, area; box32/box: the images' boxes
-    [a, 4] in float32/float64 (equal values); only slots < c and images < a are read.
-    Returns (matched bool [a], best int64 [a]), best -1 where the float32 IoU cannot certify the
-    float64 decision: its max is within the error bound of iou_thr, or another cluster is within
-    twice the bound of the max (a possible argmax swap). The bound follows from every float32
-    coordinate being within 2^-24 of the float64 one: |IoU32 - IoU64| <= ~u (6 (w + h) + 8) / area
-    of the box (the union is at least the box's area), taken 4x for safety.
+    fused32: float32 [5, slots, images] fused x0, y0, x1, y1, area (only slots < c and images < a
+    are read); box32: float32 [5, a] the images' box x0, y0, x1, y1, area; band: float32 [3, a]
+    iou_thr - eps, iou_thr + eps, 2 eps. Every float32 coordinate is within u = 2^-24 of the float64
+    one, so |IoU32 - IoU64| <= ~u (6 (w + h) + 8) / box area (the union is at least the box's
+    area); eps is 4x that. Returns (matched bool [a], best int64 [a]), best -1 where float32 cannot
+    certify the float64 decision: the max IoU is within eps of iou_thr, or another cluster is
+    within 2 eps of the max (a possible argmax swap).
     """
-    a = len(box)
-    bx0, by0, bx1, by1 = box32.T
-    bw, bh = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
-    barea = bw * bh
-    # Degenerate tiny boxes (float32 underflow) get an infinite bound: always re-checked.
-    eps = np.where(barea > 1e-12, 4 * _U32 * ((6 * (bw + bh) + 8) / np.maximum(barea, 1e-12) + 1), np.inf)
+    a = box32.shape[1]
+    bx0, by0, bx1, by1, barea = box32
+    lo, hi, eps2 = band
     t1, t2, t3 = (buf[j, : a * c].reshape(c, a) for j in range(3))
     fx0, fy0, fx1, fy1, farea = (plane[:c, :a] for plane in fused32)
     np.maximum(fx0, bx0, out=t1)
@@ -295,16 +318,16 @@ def _screen(
     np.subtract(t3, t1, out=t3)
     np.maximum(t3, 0.0, out=t3)
     inter = np.multiply(t2, t3, out=t2)
-    union = np.add(farea, barea.astype(np.float32), out=t3)
+    union = np.add(farea, barea, out=t3)
     np.subtract(union, inter, out=union)
     iou = np.divide(inter, union, out=inter)
-    top = iou.max(axis=0).astype(np.float64)
+    top = iou.max(axis=0)
     # Candidates for the argmax as 0/1 floats; one small matmul gives their count and index sum.
-    np.greater_equal(iou, (top - 2 * eps).astype(np.float32), out=t1)
+    np.greater_equal(iou, top - eps2, out=t1)
     count, index = weights @ t1
     # An IoU above 1 can only come from a float32 union rounded to ~0: never certain.
-    matched = (top > iou_thr + eps) & (top <= 1.0)
-    certain = (top < iou_thr - eps) | (matched & (count == 1))
+    matched = (top > hi) & (top <= 1.0)
+    certain = (top < lo) | (matched & (count == 1))
     best = np.where(certain, index.astype(np.int64), -1)
     return matched, best
 
