@@ -72,7 +72,7 @@ def box_smooth(
     # in their BoxSet order (the tie order of a stable sort of the concatenation).
     cols, imgs, counts = [], [], np.zeros(len(uniq), np.int64)
     for ids, *_ in sides:
-        img = np.searchsorted(uniq, ids)
+        img = _index_in(uniq, ids)
         n_side = np.bincount(img, minlength=len(uniq))
         first = np.cumsum(n_side) - n_side
         cols.append(np.arange(len(ids)) - first[img] + counts[img])
@@ -131,6 +131,14 @@ def _argsort_rows(key: np.ndarray) -> np.ndarray:
     return order
 
 
+def _index_in(uniq: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Position in ``uniq`` (sorted, holding every id) of each id of a non-decreasing int array:
+    one binary search per distinct id, not per box."""
+    starts = np.flatnonzero(np.concatenate([np.ones(min(len(ids), 1), bool), ids[1:] != ids[:-1]]))
+    runs = np.diff(np.append(starts, len(ids)))
+    return np.repeat(np.searchsorted(uniq, ids.take(starts)), runs)
+
+
 def _distinct_sorted(ids: np.ndarray) -> np.ndarray:
     """Distinct values of a non-decreasing int array in O(N) (np.unique would sort again)."""
     return ids[np.concatenate([np.ones(min(len(ids), 1), bool), ids[1:] != ids[:-1]])]
@@ -141,11 +149,11 @@ def _clean(boxes: BoxSet, is_cur: bool) -> tuple[np.ndarray, np.ndarray, np.ndar
     float32 [N], from_cur bool [N]) without zero-area boxes and negative scores.
 
     Boxes stay float32 (clipping to 0 and 1 commutes with the exact cast to float64) to halve the
-    bytes moved before the per-block float64 work; the area test is done in float64 as WBF does.
+    bytes moved before the per-block float64 work.
     """
     b = np.clip(boxes.boxes, 0.0, 1.0)
-    b64 = b.astype(np.float64)
-    keep = ((b64[:, 2] - b64[:, 0]) * (b64[:, 3] - b64[:, 1]) != 0.0) & (boxes.scores >= 0.0)
+    # WBF's float64 area is 0 exactly when a float32 side is 0 (the product cannot underflow).
+    keep = (b[:, 2] != b[:, 0]) & (b[:, 3] != b[:, 1]) & (boxes.scores >= 0.0)
     if keep.all():
         return boxes.image_ids, b, boxes.scores, np.full(len(b), is_cur)
     keep = np.flatnonzero(keep)
@@ -189,8 +197,14 @@ def _cluster_block(
     # np.take: numpy's fancy indexing of rows is several times slower than take on large arrays.
     pb = boxes.take(src.ravel(), axis=0).reshape(width, n_img, 4).astype(np.float64)
     pw = weighted.take(src)
-    # Increments of the running sums, [rank, image, 5]: weighted coordinates and the weight.
-    pinc = np.concatenate([pb * pw[..., None], pw[..., None]], axis=2)
+    # Increments of the running sums [rank, image, 8]: weighted coordinates, the weight, and the
+    # member statistics of the fused score (score, 1, from_cur).
+    pinc = np.empty((width, n_img, 8))
+    np.multiply(pb, pw[..., None], out=pinc[..., :4])
+    pinc[..., 4] = pw
+    pinc[..., 5] = scores.take(src)
+    pinc[..., 6] = 1.0
+    pinc[..., 7] = from_cur.take(src)
     # Cluster-major state [5, slot, image]: fused x0, y0, x1, y1, area, and the running sums of
     # weighted coordinates and weights that make a join an O(1) update. Unused slots hold a
     # zero-area box outside [0, 1]: IoU 0, never a match, so no masking is needed.
@@ -198,10 +212,11 @@ def _cluster_block(
     fused32[4] = 0.0
     flat32 = fused32.reshape(5, -1)
     # float64 state, slot-major (slot = cluster x n_img + image) so that a join reads and writes
-    # one row: running sums of weighted x0, y0, x1, y1 and of the weight, then the fused x0, y0,
-    # x1, y1 and area that WBF's decisions and the output are made of.
-    state = np.zeros((width * n_img, 10))
-    state[:, 5:] = flat32.T
+    # one row: running sums of weighted x0, y0, x1, y1, of the weight, of the members' scores,
+    # of the members and of the current members, then the fused x0, y0, x1, y1 and area that
+    # WBF's decisions and the output are made of.
+    state = np.zeros((width * n_img, 13))
+    state[:, 8:] = flat32.T
     # Screening inputs for every rank at once: float32 coordinate/area planes [5, rank, image] and
     # the certified band half-width eps [rank, image] (see _screen).
     bw, bh = pb[..., 2] - pb[..., 0], pb[..., 3] - pb[..., 1]
@@ -214,7 +229,6 @@ def _cluster_block(
     ok = barea > 1e-12
     eps[ok] = 4 * _U32 * ((6 * (bw[ok] + bh[ok]) + 8) / barea[ok] + 1)
     band = np.stack([iou_thr - eps, iou_thr + eps, 2 * eps]).astype(np.float32)
-    target = np.zeros((width, n_img), np.int64)
     n_clusters = np.zeros(n_img, np.int64)
     buf = np.empty((3, n_img * width), np.float32)
     # active[k]: how many images have more than k boxes (a prefix, as counts are descending).
@@ -232,39 +246,30 @@ def _cluster_block(
             unsure = np.flatnonzero(best < 0)
             if len(unsure):
                 slots = (np.arange(c)[:, None] * n_img + unsure).ravel()
-                planes = state.take(slots, axis=0)[:, 5:].T.reshape(5, c, len(unsure))
+                planes = state.take(slots, axis=0)[:, 8:].T.reshape(5, c, len(unsure))
                 matched[unsure], best[unsure] = _exact_match(planes, box[unsure], iou_thr)
             tgt = np.where(matched, best, ncl)
         else:
             matched = np.zeros(a, bool)
             tgt = ncl.copy()
-        target[k, :a] = tgt
         at = tgt * n_img + images[:a]
         acc = state.take(at, axis=0)
-        acc[:, :5] += pinc[k, :a]
+        acc[:, :8] += pinc[k, :a]
         tw = acc[:, 4:5]
         zero = tw[:, 0] <= 0
         if zero.any():
             # A cluster with zero weight so far keeps its fused box (a new one: its first box), so
             # later boxes can match it.
-            np.divide(acc[:, :4], tw, out=acc[:, 5:9], where=~zero[:, None])
+            np.divide(acc[:, :4], tw, out=acc[:, 8:12], where=~zero[:, None])
             fresh = zero & ~matched
-            acc[fresh, 5:9] = box[fresh]
+            acc[fresh, 8:12] = box[fresh]
         else:
-            np.divide(acc[:, :4], tw, out=acc[:, 5:9])
-        acc[:, 9] = (acc[:, 7] - acc[:, 5]) * (acc[:, 8] - acc[:, 6])
+            np.divide(acc[:, :4], tw, out=acc[:, 8:12])
+        acc[:, 12] = (acc[:, 10] - acc[:, 8]) * (acc[:, 11] - acc[:, 9])
         state[at] = acc
-        for plane, values in zip(flat32, acc[:, 5:].T):
-            plane[at] = values
+        flat32[:, at] = acc[:, 8:].T
         n_clusters[:a] += ~matched
-    wsum = state[:, 4]
-    # Member statistics need no running state: one bincount per statistic after the loop.
-    r, i = np.nonzero(present)
-    slot = target[r, i] * n_img + i
-    size = n_img * width
-    members = np.bincount(slot, minlength=size)
-    ssum = np.bincount(slot, scores[src[r, i]], minlength=size)
-    n_cur = np.bincount(slot, from_cur[src[r, i]], minlength=size)
+    wsum, ssum, members, n_cur = state[:, 4:8].T
     live = (members > 0) & (wsum > 0)
     mean = ssum / np.maximum(members, 1)
     both = (n_cur > 0) & (n_cur < members)
@@ -278,7 +283,7 @@ def _cluster_block(
         n_keep = np.minimum(n_keep, max_per_image)
     out_i, rank = np.nonzero(np.arange(width)[None, :] < n_keep[:, None])
     flat = order[out_i, rank] * n_img + out_i
-    out_boxes = state.take(flat, axis=0)[:, 5:9]
+    out_boxes = state.take(flat, axis=0)[:, 8:12]
     return out_i, rank, out_boxes, score[flat]
 
 
