@@ -65,7 +65,9 @@ def box_smooth(
     if max_per_image is not None and max_per_image < 0:
         raise ValueError(f"max_per_image must be >= 0 or None, got {max_per_image}")
     sides = [_clean(prev, False), _clean(cur, True)]
-    uniq = np.union1d(_distinct_sorted(sides[0][0]), _distinct_sorted(sides[1][0]))
+    uniq, uniq_cur = _distinct_sorted(sides[0][0]), _distinct_sorted(sides[1][0])
+    if not np.array_equal(uniq, uniq_cur):
+        uniq = np.union1d(uniq, uniq_cur)
     if not len(uniq):
         return BoxSet.empty()
     # Column of each box in its image's padded row: previous boxes first, then current ones, each
@@ -179,7 +181,7 @@ def _cluster_block(
     column col[j] < width (boxes float32 [N, 4] xyxy, scores float32 [N], from_cur bool [N]);
     its weighted score is score x (1 - momentum if from_cur else momentum), in float64. Returns
     the kept fused clusters (image int64 [K], rank within its image by descending score int64 [K],
-    boxes float64 [K, 4], scores float64 [K]).
+    boxes float32 [K, 4], scores float64 [K]).
     """
     scores = scores.astype(np.float64)
     weighted = scores * np.where(from_cur, 1.0 - momentum, momentum)
@@ -228,7 +230,10 @@ def _cluster_block(
     eps = np.full_like(barea, np.inf)
     ok = barea > 1e-12
     eps[ok] = 4 * _U32 * ((6 * (bw[ok] + bh[ok]) + 8) / barea[ok] + 1)
-    band = np.stack([iou_thr - eps, iou_thr + eps, 2 * eps]).astype(np.float32)
+    band = np.empty((3, width, n_img), np.float32)
+    np.subtract(iou_thr, eps, out=band[0])
+    np.add(iou_thr, eps, out=band[1])
+    np.multiply(eps, 2.0, out=band[2])
     n_clusters = np.zeros(n_img, np.int64)
     buf = np.empty((3, n_img * width), np.float32)
     # active[k]: how many images have more than k boxes (a prefix, as counts are descending).
@@ -269,7 +274,7 @@ def _cluster_block(
         state[at] = acc
         flat32[:, at] = acc[:, 8:].T
         n_clusters[:a] += ~matched
-    wsum, ssum, members, n_cur = state[:, 4:8].T
+    wsum, ssum, members, n_cur = state[:, 4:8].T.copy()
     live = (members > 0) & (wsum > 0)
     mean = ssum / np.maximum(members, 1)
     both = (n_cur > 0) & (n_cur < members)
@@ -283,7 +288,8 @@ def _cluster_block(
         n_keep = np.minimum(n_keep, max_per_image)
     out_i, rank = np.nonzero(np.arange(width)[None, :] < n_keep[:, None])
     flat = order[out_i, rank] * n_img + out_i
-    out_boxes = state.take(flat, axis=0)[:, 8:12]
+    # The float32 planes hold the fused boxes rounded as the output stores them anyway.
+    out_boxes = flat32[:4].take(flat, axis=1).T
     return out_i, rank, out_boxes, score[flat]
 
 
