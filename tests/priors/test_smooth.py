@@ -191,3 +191,46 @@ def test_blocks_of_images_give_the_same_result(monkeypatch: pytest.MonkeyPatch) 
     blocked = box_smooth(prev, cur, min_score=0.1, max_per_image=5)
     assert np.array_equal(whole.image_ids, blocked.image_ids)
     assert np.array_equal(whole.boxes, blocked.boxes) and np.array_equal(whole.scores, blocked.scores)
+
+
+def _near_threshold_sets(rng: np.random.Generator, n_images: int, thr: float) -> tuple[BoxSet, BoxSet]:
+    """Per image: a previous box, a current copy shifted so that their IoU is within a few float32
+    ulps of ``thr`` (sizes down to 1e-6, where float32 screening cannot decide), and a near-tie:
+    a current box halfway between two previous boxes."""
+    pids, pb, cids, cb = [], [], [], []
+    for i in range(n_images):
+        size = float(10.0 ** rng.uniform(-6, -0.5))
+        x0, y0 = rng.uniform(0, 1 - 2.5 * size, 2)
+        # Same-height boxes shifted by d: IoU = (size - d) / (size + d).
+        d = size * (1 - thr) / (1 + thr) * (1 + rng.integers(-4, 5) * 2e-7)
+        pids += [i]
+        pb += [[x0, y0, x0 + size, y0 + size]]
+        cids += [i]
+        cb += [[x0 + d, y0, x0 + d + size, y0 + size]]
+        # Two previous boxes 0.6 size apart and a current box halfway: equal IoUs up to rounding.
+        yt = min(y0 + 1.2 * size, 1 - size)
+        pids += [i, i]
+        pb += [[x0, yt, x0 + size, yt + size], [x0 + 0.6 * size, yt, x0 + 1.6 * size, yt + size]]
+        cids += [i]
+        cb += [[x0 + 0.3 * size, yt, x0 + 1.3 * size, yt + size]]
+    prev = BoxSet.from_arrays(pids, np.asarray(pb), rng.uniform(0.2, 1.0, len(pids)), "region")
+    cur = BoxSet.from_arrays(cids, np.asarray(cb), rng.uniform(0.2, 1.0, len(cids)), "region")
+    return prev, cur
+
+
+@pytest.mark.parametrize("thr", [0.3, 0.55, 0.7])
+def test_near_threshold_and_near_tie_decisions_equal_ensemble_boxes(
+    thr: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import priors.smooth as smooth
+
+    calls = []
+    exact = smooth._exact_match
+    monkeypatch.setattr(smooth, "_exact_match", lambda *a: calls.append(1) or exact(*a))
+    rng = np.random.default_rng(int(thr * 100))
+    prev, cur = _near_threshold_sets(rng, 60, thr)
+    out = box_smooth(prev, cur, momentum=0.5, iou_thr=thr)
+    for i in range(60):
+        ref = _wbf(prev.for_image(i), cur.for_image(i), 0.5, thr)
+        assert _same_boxes(out.for_image(i).boxes.astype(np.float64), ref), f"image {i}"
+    assert calls, "the float64 re-check of uncertain float32 decisions was never exercised"
