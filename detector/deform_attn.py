@@ -115,10 +115,17 @@ class MSDeformAttn(nn.Module):
     ) -> Tensor:
         n, lq, d = query.shape
         m, lv, p = self.n_heads, self.n_levels, self.n_points
-        value = self.value_proj(value_in)
+        s = value_in.shape[1]
+        # The projection is computed channel-first, [N, d, S], because grid_sample needs
+        # channel-first images: ms_deform_attn then takes views instead of a transposing copy.
+        value = torch.baddbmm(
+            self.value_proj.bias[None, :, None].expand(n, d, s),
+            self.value_proj.weight.expand(n, d, d),
+            value_in.transpose(1, 2),
+        )
         if padding_mask is not None:
-            value = value.masked_fill(padding_mask[..., None], 0.0)
-        value = value.view(n, -1, m, d // m)
+            value = value.masked_fill(padding_mask[:, None, :], 0.0)
+        value = value.transpose(1, 2).view(n, s, m, d // m)
         offsets = self.sampling_offsets(query).view(n, lq, m, lv, p, 2)
         weights = self.attention_weights(query).view(n, lq, m, lv * p).softmax(-1).view(n, lq, m, lv, p)
         normaliser = spatial_shapes.flip(-1).to(offsets.dtype)  # (W, H) per level

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -102,3 +103,54 @@ def test_half_precision_values_are_sampled_in_float32() -> None:
     assert out.dtype == torch.bfloat16
     ref = ms_deform_attn(value.to(torch.bfloat16).double(), shapes, loc, w.to(torch.bfloat16).double())
     torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=2e-2)
+
+
+def test_module_equals_plain_linear_projection_path() -> None:
+    """The channel-first value projection is only a layout choice: same output and gradients."""
+    torch.manual_seed(1)
+    attn = MSDeformAttn(d_model=16, n_levels=2, n_heads=4, n_points=2).double()
+    torch.nn.init.normal_(attn.sampling_offsets.weight, std=0.3)
+    torch.nn.init.normal_(attn.attention_weights.weight, std=0.3)
+    shapes = torch.tensor([[3, 5], [2, 2]])
+    value = torch.randn(2, 19, 16, dtype=torch.float64, requires_grad=True)
+    pad = torch.zeros(2, 19, dtype=torch.bool)
+    pad[1, -4:] = True
+    query, ref = torch.randn(2, 6, 16, dtype=torch.float64), torch.rand(2, 6, 2, 2, dtype=torch.float64)
+    out = attn(query, ref, value, shapes, pad)
+    grads = torch.autograd.grad(out.square().sum(), [value, attn.value_proj.weight, attn.value_proj.bias])
+
+    def plain(v):
+        proj = attn.value_proj(v).masked_fill(pad[..., None], 0.0).view(2, 19, 4, 4)
+        offsets = attn.sampling_offsets(query).view(2, 6, 4, 2, 2, 2) / shapes.flip(-1)[None, None, None, :, None, :]
+        w = attn.attention_weights(query).view(2, 6, 4, 4).softmax(-1).view(2, 6, 4, 2, 2)
+        return attn.output_proj(_naive(proj, shapes, ref[:, :, None, :, None, :] + offsets, w))
+
+    expected = plain(value)
+    torch.testing.assert_close(out, expected)
+    expected_grads = torch.autograd.grad(expected.square().sum(), [value, attn.value_proj.weight, attn.value_proj.bias])
+    for a, b in zip(grads, expected_grads):
+        torch.testing.assert_close(a, b)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    shapes=st.lists(st.tuples(st.integers(1, 5), st.integers(1, 5)), min_size=1, max_size=3),
+    channel_first=st.booleans(),
+)
+def test_gradients_match_naive_reference_property(seed: int, shapes: list[tuple[int, int]], channel_first: bool) -> None:
+    value, shp, loc, w = _problem(seed, shapes, n=2, lq=2, m=2, dh=2, n_points=2, spread=2.5)
+    if channel_first:  # the strided layout MSDeformAttn passes: a view of [N, M*Dh, S]
+        value = value.reshape(2, value.shape[1], 4).transpose(1, 2).contiguous().transpose(1, 2).view(value.shape)
+    ins = [t.clone().requires_grad_(True) for t in (value, loc, w)]
+    ref = [t.detach().contiguous().requires_grad_(True) for t in (value, loc, w)]
+    ms_deform_attn(ins[0], shp, ins[1], ins[2]).square().sum().backward()
+    _naive(ref[0], shp, ref[1], ref[2]).square().sum().backward()
+    for a, b in zip(ins, ref):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_token_count_mismatch_is_refused() -> None:
+    value, shapes, loc, w = _problem(0, [(3, 3), (2, 2)])
+    with pytest.raises(ValueError, match="spatial_shapes"):
+        ms_deform_attn(value[:, :-1], shapes, loc, w)
