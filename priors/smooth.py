@@ -213,12 +213,14 @@ def _cluster_block(
     fused32 = np.full((5, width, n_img), 3.0, np.float32)
     fused32[4] = 0.0
     flat32 = fused32.reshape(5, -1)
-    # float64 state, slot-major (slot = cluster x n_img + image) so that a join reads and writes
-    # one row: running sums of weighted x0, y0, x1, y1, of the weight, of the members' scores,
-    # of the members and of the current members, then the fused x0, y0, x1, y1 and area that
-    # WBF's decisions and the output are made of.
-    state = np.zeros((width * n_img, 13))
-    state[:, 8:] = flat32.T
+    # float64 running sums, slot-major (slot = cluster x n_img + image) so that a join reads and
+    # writes one 64-byte row: weighted x0, y0, x1, y1, the weight, the members' scores, the
+    # members and the current members. The float64 fused box is sums / weight, recomputed only
+    # for the rare float64 re-check; a cluster of zero weight so far keeps its first box instead
+    # (kept in `first`, which also holds the unused slots' 3.0 box).
+    sums = np.zeros((width * n_img, 8))
+    first = np.full((width * n_img, 4), 3.0)
+    may_zero = not (pw > 0).all()
     # Screening inputs for every rank at once: float32 coordinate/area planes [5, rank, image] and
     # the certified band half-width eps [rank, image] (see _screen).
     bw, bh = pb[..., 2] - pb[..., 0], pb[..., 3] - pb[..., 1]
@@ -243,7 +245,6 @@ def _cluster_block(
     for k in range(width):
         a = int(active[k])
         box = pb[k, :a]
-        w = pw[k, :a]
         ncl = n_clusters[:a]
         c = int(ncl.max()) if k else 0
         if c:
@@ -251,30 +252,33 @@ def _cluster_block(
             unsure = np.flatnonzero(best < 0)
             if len(unsure):
                 slots = (np.arange(c)[:, None] * n_img + unsure).ravel()
-                planes = state.take(slots, axis=0)[:, 8:].T.reshape(5, c, len(unsure))
-                matched[unsure], best[unsure] = _exact_match(planes, box[unsure], iou_thr)
+                matched[unsure], best[unsure] = _exact_match(
+                    _fused64(sums.take(slots, axis=0), first.take(slots, axis=0)).reshape(5, c, len(unsure)),
+                    box[unsure], iou_thr,
+                )
             tgt = np.where(matched, best, ncl)
         else:
             matched = np.zeros(a, bool)
             tgt = ncl.copy()
         at = tgt * n_img + images[:a]
-        acc = state.take(at, axis=0)
-        acc[:, :8] += pinc[k, :a]
-        tw = acc[:, 4:5]
-        zero = tw[:, 0] <= 0
-        if zero.any():
-            # A cluster with zero weight so far keeps its fused box (a new one: its first box), so
-            # later boxes can match it.
-            np.divide(acc[:, :4], tw, out=acc[:, 8:12], where=~zero[:, None])
-            fresh = zero & ~matched
-            acc[fresh, 8:12] = box[fresh]
+        acc = sums.take(at, axis=0)
+        acc += pinc[k, :a]
+        sums[at] = acc
+        new = np.empty((5, a))
+        tw = acc[:, 4]
+        if may_zero:
+            fresh = ~matched
+            first[at[fresh]] = box[fresh]
+            zero = tw <= 0
+            # A cluster with zero weight so far keeps its first box, so later boxes can match it.
+            new[:4] = first.take(at, axis=0).T
+            np.divide(acc[:, :4].T, tw, out=new[:4], where=~zero)
         else:
-            np.divide(acc[:, :4], tw, out=acc[:, 8:12])
-        acc[:, 12] = (acc[:, 10] - acc[:, 8]) * (acc[:, 11] - acc[:, 9])
-        state[at] = acc
-        flat32[:, at] = acc[:, 8:].T
+            np.divide(acc[:, :4].T, tw, out=new[:4])
+        new[4] = (new[2] - new[0]) * (new[3] - new[1])
+        flat32[:, at] = new
         n_clusters[:a] += ~matched
-    wsum, ssum, members, n_cur = state[:, 4:8].T.copy()
+    wsum, ssum, members, n_cur = sums[:, 4:8].T.copy()
     live = (members > 0) & (wsum > 0)
     mean = ssum / np.maximum(members, 1)
     both = (n_cur > 0) & (n_cur < members)
@@ -341,6 +345,16 @@ def _screen(
     certain = (top < lo) | (matched & (count == 1))
     best = np.where(certain, index.astype(np.int64), -1)
     return matched, best
+
+
+def _fused64(sums: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """float64 fused boxes [5, n] (x0, y0, x1, y1, area) of slots with running sums [n, 8]: the
+    weighted mean, or the slot's first box [n, 4] while its weight is zero (as the loop does)."""
+    fused = np.empty((5, len(sums)))
+    fused[:4] = first.T
+    np.divide(sums[:, :4].T, sums[:, 4], out=fused[:4], where=sums[:, 4] > 0)
+    fused[4] = (fused[2] - fused[0]) * (fused[3] - fused[1])
+    return fused
 
 
 def _exact_match(fused: np.ndarray, box: np.ndarray, iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
