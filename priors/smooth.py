@@ -207,9 +207,9 @@ def _cluster_block(
     pinc[..., 5] = scores.take(src)
     pinc[..., 6] = 1.0
     pinc[..., 7] = from_cur.take(src)
-    # Cluster-major state [5, slot, image]: fused x0, y0, x1, y1, area, and the running sums of
-    # weighted coordinates and weights that make a join an O(1) update. Unused slots hold a
-    # zero-area box outside [0, 1]: IoU 0, never a match, so no masking is needed.
+    # Cluster-major float32 fused boxes [5, slot, image]: x0, y0, x1, y1, area, read by the
+    # screening IoU (contiguous rows of images). Unused slots hold a zero-area box outside
+    # [0, 1]: IoU 0, never a match, so no masking is needed.
     fused32 = np.full((5, width, n_img), 3.0, np.float32)
     fused32[4] = 0.0
     flat32 = fused32.reshape(5, -1)
