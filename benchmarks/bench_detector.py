@@ -2,7 +2,17 @@
 share of the step spent in multi-scale deformable attention, and (when the Deformable-DETR
 repository is available locally) our attention op against its pure-PyTorch reference.
 
-Prints one JSON line. Example: ``python benchmarks/bench_detector.py --reps 3``.
+Prints one JSON line. Example: ``python benchmarks/bench_detector.py --reps 3``; the op-level
+cases alone (seconds, no model step): ``python benchmarks/bench_detector.py --op-only --threads 1``.
+
+Op-level cases (``op_cases``): for each preset, an encoder-shaped call (every token queries, at its
+own cell centre) and a decoder-shaped call (``num_queries`` queries at random points) on synthetic
+inputs of the preset's level shapes at batch 2, forward + backward, the implementations timed in
+turn within every repeat (interleaved, so load from other processes hits both alike), median of
+the repeats. ``op``: the sampling op alone on the same contiguous [N, S, M, Dh] value (the layout a
+``Linear`` gives, as in the reference model). ``module``: value projection + op, ours as
+``MSDeformAttn`` computes it (channel-first projection) against the plain ``Linear`` + reference
+op, same weights and inputs.
 
 The attention share is measured by recording the inputs of every deformable-attention call of
 one training step and timing the core op (forward + backward) on those inputs alone; the share is
@@ -16,6 +26,8 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
+import os
 import statistics
 import subprocess
 import time
@@ -27,7 +39,8 @@ import torch
 import torch.nn.functional as F
 
 import detector.deform_attn as deform_attn
-from detector import build_criterion, build_model, build_optimizer, get_preset, postprocess
+from detector import MSDeformAttn, build_criterion, build_model, build_optimizer, get_preset, postprocess
+from detector.transformer import encoder_reference_points
 
 REF_FILE = "models/ops/functions/ms_deform_attn_func.py"
 REF_FUNC = "ms_deform_attn_core_pytorch"
@@ -138,6 +151,9 @@ def bench_preset(name: str, size: int, device: torch.device, reps: int, referenc
         train_step()
     finally:
         deform_attn.ms_deform_attn = original
+    # Contiguous values for both ops: the layout the reference model feeds its op (ours is given a
+    # channel-first view by MSDeformAttn; that gain is measured in the "module" op cases).
+    calls = [(v.contiguous(), s, l, w) for v, s, l, w in calls]
     ours_s = _attn_op_time(original, calls, device, reps)
     result = {
         "preset": name, "image_size": size, "batch": 2, "attn_calls": len(calls),
@@ -156,6 +172,101 @@ def bench_preset(name: str, size: int, device: torch.device, reps: int, referenc
     return result
 
 
+def level_shapes(size: int, n_levels: int) -> list[tuple[int, int]]:
+    """(H, W) of each level for a square image of ``size`` px: C3-C5 (strides 8-32, each stride-2
+    layer rounding up) and stride-2 extras, the coarsest ``n_levels`` of C3-C5 first."""
+    side, sides = size, []
+    for _ in range(5 + max(n_levels - 3, 0)):
+        side = math.ceil(side / 2)
+        sides.append(side)
+    first = 5 - min(n_levels, 3)
+    return [(h, h) for h in sides[first:first + n_levels]]
+
+
+def _reference_module(attn: MSDeformAttn, reference: Callable) -> Callable:
+    """The module's computation in the reference model's layout: Linear value projection."""
+    def forward(query, ref_points, value_in, shapes, pad):
+        n, lq, d = query.shape
+        m, lv, p = attn.n_heads, attn.n_levels, attn.n_points
+        value = attn.value_proj(value_in).masked_fill(pad[..., None], 0.0).view(n, -1, m, d // m)
+        offsets = attn.sampling_offsets(query).view(n, lq, m, lv, p, 2)
+        weights = attn.attention_weights(query).view(n, lq, m, lv * p).softmax(-1).view(n, lq, m, lv, p)
+        loc = ref_points[:, :, None, :, None, :] + offsets / shapes.flip(-1).to(offsets.dtype)[None, None, None, :, None, :]
+        return attn.output_proj(reference(value, shapes, loc, weights))
+    return forward
+
+
+def bench_op_case(name: str, size: int, kind: str, device: torch.device, reps: int, reference: Callable) -> dict:
+    """Ours against the reference on one encoder- or decoder-shaped call, forward + backward."""
+    cfg = get_preset(name)
+    shapes_list = level_shapes(size, cfg.num_feature_levels)
+    shapes = torch.tensor(shapes_list, dtype=torch.long, device=device)
+    s = sum(h * w for h, w in shapes_list)
+    n, d, m, lv, p = 2, cfg.d_model, cfg.n_heads, cfg.num_feature_levels, cfg.n_points
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    attn = MSDeformAttn(d, lv, m, p).to(device)
+    with torch.no_grad():  # trained-like: offsets and weights that vary with the query
+        attn.sampling_offsets.weight.normal_(0.0, 0.05)
+        attn.attention_weights.weight.normal_(0.0, 0.05)
+    if kind == "encoder":
+        ref_points = encoder_reference_points(shapes, torch.ones(n, lv, 2, device=device))
+    else:
+        ref_points = torch.rand(n, cfg.num_queries, 1, 2, generator=g).to(device).expand(-1, -1, lv, -1)
+    lq = ref_points.shape[1]
+    query = torch.randn(n, lq, d, generator=g).to(device)
+    value_in = torch.randn(n, s, d, generator=g).to(device)
+    pad = torch.zeros(n, s, dtype=torch.bool, device=device)
+    with torch.no_grad():
+        value = attn.value_proj(value_in).view(n, s, m, d // m)
+        offsets = attn.sampling_offsets(query).view(n, lq, m, lv, p, 2)
+        loc = ref_points[:, :, None, :, None, :] + offsets / shapes.flip(-1).to(offsets.dtype)[None, None, None, :, None, :]
+        weights = attn.attention_weights(query).view(n, lq, m, lv * p).softmax(-1).view(n, lq, m, lv, p)
+    ref_module = _reference_module(attn, reference)
+
+    def op_step(op: Callable) -> Callable[[], None]:
+        def step() -> None:
+            v, l, w = (t.detach().requires_grad_(True) for t in (value, loc, weights))
+            op(v, shapes, l, w).sum().backward()
+        return step
+
+    def module_step(forward: Callable) -> Callable[[], None]:
+        def step() -> None:
+            forward(query, ref_points, value_in.detach().requires_grad_(True), shapes, pad).sum().backward()
+        return step
+
+    steps = {
+        "ours_op": op_step(deform_attn.ms_deform_attn), "ref_op": op_step(reference),
+        "ours_module": module_step(attn), "ref_module": module_step(ref_module),
+    }
+    for step in steps.values():  # warm-up, and the inner count that makes a sample >= ~20 ms
+        step()
+    t0 = time.perf_counter()
+    steps["ref_op"]()
+    inner = max(1, math.ceil(0.02 / max(time.perf_counter() - t0, 1e-6)))
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(reps):
+        for key, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                step()
+            _sync(device)
+            times[key].append((time.perf_counter() - t0) / inner)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    with torch.no_grad():
+        diff = (deform_attn.ms_deform_attn(value, shapes, loc, weights) - reference(value, shapes, loc, weights)).abs().max().item()
+    return {
+        "preset": name, "kind": kind, "image_size": size, "batch": n, "levels": shapes_list, "queries": lq,
+        "tokens": s, "inner": inner, "reps": reps,
+        **{f"{k}_ms": round(v * 1e3, 3) for k, v in med.items()},
+        "op_ratio": round(med["ours_op"] / med["ref_op"], 3),
+        "module_ratio": round(med["ours_module"] / med["ref_module"], 3),
+        "op_ratio_per_rep": [round(a / b, 3) for a, b in zip(times["ours_op"], times["ref_op"])],
+        "max_abs_diff_vs_ref": diff,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="tiny,paper")
@@ -164,15 +275,27 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--reference-repo", default=DEFAULT_REF)
+    parser.add_argument("--op-only", action="store_true", help="only the op-level cases, no model step")
+    parser.add_argument("--op-reps", type=int, default=9, help="repeats of each op-level case")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     reference, ref_status = load_reference(args.reference_repo)
     sizes = {"tiny": args.tiny_size, "paper": args.paper_size, "paper-single-scale": args.paper_size}
-    results = [bench_preset(n, sizes[n], device, args.reps, reference) for n in args.presets.split(",")]
+    presets = args.presets.split(",")
+    load_before = os.getloadavg()
+    op_cases = [] if reference is None else [
+        bench_op_case(n, sizes[n], kind, device, args.op_reps, reference) for n in presets for kind in ("encoder", "decoder")
+    ]
+    results = [] if args.op_only else [bench_preset(n, sizes[n], device, args.reps, reference) for n in presets]
     print(json.dumps({
         "bench": "detector", "device": str(device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "reference": ref_status, "results": results,
+        "threads": torch.get_num_threads(), "reference": ref_status,
+        "loadavg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "op_cases": op_cases, "results": results,
     }))
 
 

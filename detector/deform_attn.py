@@ -59,14 +59,17 @@ def ms_deform_attn(
     # tensor (see MSDeformAttn.forward), else one transposing copy. Splitting it along S gives
     # each level's image as a view, and the split's backward is one plain concatenation.
     flat = value.to(dtype).permute(0, 2, 3, 1).reshape(n * m, dh, s)
-    images = [level.view(n * m, dh, h, w) for level, (h, w) in zip(flat.split([h * w for h, w in shapes], -1), shapes)]
-    # Level-major so each level's grid and weights are contiguous slices.
-    grid = (2.0 * sampling_locations.to(dtype) - 1.0).permute(3, 0, 2, 1, 4, 5).reshape(n_levels, n * m, lq, n_points, 2)
-    weights = attention_weights.to(dtype).permute(3, 0, 2, 1, 4).reshape(n_levels, n * m, 1, lq, n_points)
+    levels = flat.split([h * w for h, w in shapes], -1) if n_levels > 1 else (flat,)
+    # Level-major, then unbind (one backward node, a stack) rather than indexing each level (a
+    # zero-filled full-size gradient per level).
+    grids = (2.0 * sampling_locations.to(dtype) - 1.0).permute(3, 0, 2, 1, 4, 5).unbind(0)
+    weights = attention_weights.to(dtype).permute(3, 0, 2, 1, 4).unbind(0)
     out = None
-    for level, image in enumerate(images):
-        sampled = F.grid_sample(image, grid[level], mode="bilinear", padding_mode="zeros", align_corners=False)
-        part = (sampled * weights[level]).sum(-1)  # [N*M, Dh, Lq]
+    for level, (h, w) in enumerate(shapes):
+        image = levels[level].view(n * m, dh, h, w)
+        grid = grids[level].reshape(n * m, lq, n_points, 2)
+        sampled = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        part = (sampled * weights[level].reshape(n * m, 1, lq, n_points)).sum(-1)  # [N*M, Dh, Lq]
         out = part if out is None else out + part
     return out.view(n, m * dh, lq).transpose(1, 2).contiguous().to(value.dtype)
 
