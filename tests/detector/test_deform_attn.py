@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import detector.deform_attn as deform_attn
 from detector.deform_attn import MSDeformAttn, level_start_index, ms_deform_attn
 
 
@@ -105,8 +106,10 @@ def test_half_precision_values_are_sampled_in_float32() -> None:
     torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=2e-2)
 
 
-def test_module_equals_plain_linear_projection_path() -> None:
+@pytest.mark.parametrize("channel_first", [True, False])
+def test_module_equals_plain_linear_projection_path(channel_first: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The channel-first value projection is only a layout choice: same output and gradients."""
+    monkeypatch.setattr(deform_attn, "CHANNEL_FIRST_MIN_ELEMENTS", 0 if channel_first else 1 << 30)
     torch.manual_seed(1)
     attn = MSDeformAttn(d_model=16, n_levels=2, n_heads=4, n_points=2).double()
     torch.nn.init.normal_(attn.sampling_offsets.weight, std=0.3)
