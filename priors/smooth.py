@@ -219,8 +219,9 @@ def _cluster_block(
     # for the rare float64 re-check; a cluster of zero weight so far keeps its first box instead
     # (kept in `first`, which also holds the unused slots' 3.0 box).
     sums = np.zeros((width * n_img, 8))
-    first = np.full((width * n_img, 4), 3.0)
     may_zero = not (pw > 0).all()
+    # Without zero weights every used slot has weight > 0 and `first` is only the unused 3.0 box.
+    first = np.full((width * n_img, 4), 3.0) if may_zero else None
     # Screening inputs for every rank at once: float32 coordinate/area planes [5, rank, image] and
     # the certified band half-width eps [rank, image] (see _screen).
     bw, bh = pb[..., 2] - pb[..., 0], pb[..., 3] - pb[..., 1]
@@ -229,9 +230,10 @@ def _cluster_block(
     planes32[:4] = pb.transpose(2, 0, 1)
     planes32[4] = barea
     # Tiny boxes (float32 underflow of the union) get an infinite band: always re-checked.
-    eps = np.full_like(barea, np.inf)
-    ok = barea > 1e-12
-    eps[ok] = 4 * _U32 * ((6 * (bw[ok] + bh[ok]) + 8) / barea[ok] + 1)
+    eps = (6 * (bw + bh) + 8) / np.maximum(barea, 1e-12)
+    eps += 1.0
+    eps *= 4 * _U32
+    eps[barea <= 1e-12] = np.inf
     band = np.empty((3, width, n_img), np.float32)
     np.subtract(iou_thr, eps, out=band[0])
     np.add(iou_thr, eps, out=band[1])
@@ -248,12 +250,13 @@ def _cluster_block(
         ncl = n_clusters[:a]
         c = int(ncl.max()) if k else 0
         if c:
-            matched, best = _screen(fused32, planes32[:, k, :a], band[:, k, :a], c, buf, weights[:, :c])
-            unsure = np.flatnonzero(best < 0)
-            if len(unsure):
+            matched, best, certain = _screen(fused32, planes32[:, k, :a], band[:, k, :a], c, buf, weights[:, :c])
+            if not certain.all():
+                unsure = np.flatnonzero(~certain)
                 slots = (np.arange(c)[:, None] * n_img + unsure).ravel()
                 matched[unsure], best[unsure] = _exact_match(
-                    _fused64(sums.take(slots, axis=0), first.take(slots, axis=0)).reshape(5, c, len(unsure)),
+                    _fused64(sums.take(slots, axis=0), None if first is None else first.take(slots, axis=0))
+                    .reshape(5, c, len(unsure)),
                     box[unsure], iou_thr,
                 )
             tgt = np.where(matched, best, ncl)
@@ -308,16 +311,17 @@ def _screen(
     c: int,
     buf: np.ndarray,
     weights: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The match of each image's current box, decided in float32 where float64 would agree.
 
     fused32: float32 [5, slots, images] fused x0, y0, x1, y1, area (only slots < c and images < a
     are read); box32: float32 [5, a] the images' box x0, y0, x1, y1, area; band: float32 [3, a]
     iou_thr - eps, iou_thr + eps, 2 eps. Every float32 coordinate is within u = 2^-24 of the float64
     one, so |IoU32 - IoU64| <= ~u (6 (w + h) + 8) / box area (the union is at least the box's
-    area); eps is 4x that. Returns (matched bool [a], best int64 [a]), best -1 where float32 cannot
-    certify the float64 decision: the max IoU is within eps of iou_thr, or another cluster is
-    within 2 eps of the max (a possible argmax swap).
+    area); eps is 4x that. Returns (matched bool [a], best int64 [a], certain bool [a]); best is
+    meaningful only where matched and certain. Not certain: the max IoU is within eps of iou_thr,
+    or another cluster is within 2 eps of the max (a possible argmax swap); the caller re-checks
+    those images in float64.
     """
     a = box32.shape[1]
     bx0, by0, bx1, by1, barea = box32
@@ -343,15 +347,15 @@ def _screen(
     # An IoU above 1 can only come from a float32 union rounded to ~0: never certain.
     matched = (top > hi) & (top <= 1.0)
     certain = (top < lo) | (matched & (count == 1))
-    best = np.where(certain, index.astype(np.int64), -1)
-    return matched, best
+    return matched, index.astype(np.int64), certain
 
 
-def _fused64(sums: np.ndarray, first: np.ndarray) -> np.ndarray:
+def _fused64(sums: np.ndarray, first: np.ndarray | None) -> np.ndarray:
     """float64 fused boxes [5, n] (x0, y0, x1, y1, area) of slots with running sums [n, 8]: the
-    weighted mean, or the slot's first box [n, 4] while its weight is zero (as the loop does)."""
+    weighted mean, or the slot's first box [n, 4] while its weight is zero (as the loop does;
+    None: the unused slots' 3.0 box)."""
     fused = np.empty((5, len(sums)))
-    fused[:4] = first.T
+    fused[:4] = 3.0 if first is None else first.T
     np.divide(sums[:, :4].T, sums[:, 4], out=fused[:4], where=sums[:, 4] > 0)
     fused[4] = (fused[2] - fused[0]) * (fused[3] - fused[1])
     return fused
