@@ -68,15 +68,17 @@ def ms_deform_attn(
     flat = value.to(dtype).permute(0, 2, 3, 1).reshape(n * m, dh, s)
     levels = flat.split([h * w for h, w in shapes], -1) if n_levels > 1 else (flat,)
     # Level-major, then unbind (one backward node, a stack) rather than indexing each level (a
-    # zero-filled full-size gradient per level).
-    grids = (2.0 * sampling_locations.to(dtype) - 1.0).permute(3, 0, 2, 1, 4, 5).unbind(0)
-    weights = attention_weights.to(dtype).permute(3, 0, 2, 1, 4).unbind(0)
+    # zero-filled full-size gradient per level). Points before queries: grid_sample vectorises
+    # along its output width, which is then Lq (hundreds) rather than P (a few), and the sum
+    # over points runs across rows instead of along a short innermost axis.
+    grids = (2.0 * sampling_locations.to(dtype) - 1.0).permute(3, 0, 2, 4, 1, 5).unbind(0)
+    weights = attention_weights.to(dtype).permute(3, 0, 2, 4, 1).unbind(0)
     out = None
     for level, (h, w) in enumerate(shapes):
         image = levels[level].view(n * m, dh, h, w)
-        grid = grids[level].reshape(n * m, lq, n_points, 2)
+        grid = grids[level].reshape(n * m, n_points, lq, 2)
         sampled = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        part = (sampled * weights[level].reshape(n * m, 1, lq, n_points)).sum(-1)  # [N*M, Dh, Lq]
+        part = (sampled * weights[level].reshape(n * m, 1, n_points, lq)).sum(2)  # [N*M, Dh, Lq]
         out = part if out is None else out + part
     return out.view(n, m * dh, lq).transpose(1, 2).contiguous().to(value.dtype)
 
