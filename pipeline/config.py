@@ -78,6 +78,7 @@ class TrainConfig:
     num_workers: int = 2
     seed: int = 0
     copy_paste: bool = False  # paste small prior boxes (paper Table 7)
+    jitter: tuple[float, float] = (0.1, 2.0)  # large-scale jittering: scale range of the target size
     max_images: int | None = None  # cap per epoch (debugging); None: the whole dataset
     device: str = "auto"  # auto: cuda when present
 

@@ -28,10 +28,17 @@ from priors import BoxSet
 Item = tuple[Tensor, dict[str, Tensor]]
 
 
-def make_train_transforms(model_cfg: Any, copy_paste: bool = False) -> list[TrainTransform]:
+def make_train_transforms(
+    model_cfg: Any, copy_paste: bool = False, scale_range: tuple[float, float] = (0.1, 2.0)
+) -> list[TrainTransform]:
     """One :class:`TrainTransform` per shorter-side size of ``model_cfg.train_size`` (multi-scale
-    training draws one per image), longer side capped at ``model_cfg.max_size`` (pixels)."""
-    return [TrainTransform(int(s), int(model_cfg.max_size), copy_paste=copy_paste) for s in model_cfg.train_size]
+    training draws one per image), longer side capped at ``model_cfg.max_size`` (pixels);
+    ``scale_range`` is the large-scale-jittering range (fractions of the target size)."""
+    lo, hi = (float(v) for v in scale_range)
+    return [
+        TrainTransform(int(s), int(model_cfg.max_size), scale_range=(lo, hi), copy_paste=copy_paste)
+        for s in model_cfg.train_size
+    ]
 
 
 def training_image_ids(images: pa.Table, quarantined: set[int] | frozenset[int], max_images: int | None = None) -> np.ndarray:

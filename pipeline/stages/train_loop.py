@@ -77,7 +77,7 @@ def build_train_parts(
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
-        transforms=make_train_transforms(mcfg, cfg.train.copy_paste),
+        transforms=make_train_transforms(mcfg, cfg.train.copy_paste, cfg.train.jitter),
         emb_target=build_embedding_target(mcfg) if with_embeddings else None,
         device=info.device,
         amp=amp,

@@ -89,3 +89,8 @@ def test_override_of_frozen_model_section() -> None:
     assert cfg.model.num_queries == 7
     assert cfg.model.train_size == (128, 144)
     assert make_config("tiny", "synthetic").model.num_queries != 7
+
+
+def test_jitter_override_is_a_float_pair() -> None:
+    cfg = make_config("tiny", "synthetic", ["train.jitter=0.5,1.5"])
+    assert cfg.train.jitter == (0.5, 1.5)
