@@ -8,8 +8,9 @@ the backward gathers the levels' gradients with one concatenation.
 
 Why not one call for all levels: packing the levels into one zero-padded image (an "atlas")
 costs an extra zero-fill and copy of about 1.45x the value map, forward and backward; with the
-decoder's 300 queries that outweighs the saved calls (measured 1.4-1.5x the reference's time,
-against 0.9-1.0x for this per-level form; see ``benchmarks/bench_detector.py``).
+decoder's 300 queries that outweighs the saved calls: 1.4-1.5x the reference's time, against
+0.91x for this per-level form (paper decoder case, forward + backward, one thread; encoder case
+0.80x; ``python benchmarks/bench_detector.py --op-only --threads 1``).
 """
 
 from __future__ import annotations
