@@ -41,7 +41,7 @@ def mine_with_dask(run: Any, version: int, shard_ids: list[int] | None, choice: 
     from flows.runners import build_task_runner
     from flows.tasks import mine_shard_task
 
-    done = run.store.done_shards(version)
+    done = run.done_shards(version)
     todo = [s for s in (shard_ids if shard_ids is not None else range(run.config.mine.shards)) if s not in done]
 
     @flow(name="joindet-mine", task_runner=build_task_runner(choice), validate_parameters=False)

@@ -118,7 +118,7 @@ def drive_pretrain(run: RunDir, steps: Steps, evaluate: bool | None = None) -> P
         version = end
         vr = VersionReport(version=version, committed_now=version not in run.store.versions())
         if vr.committed_now:
-            done = set(int(s) for s in run.store.done_shards(version))
+            done = run.done_shards(version)
             vr.reused = sorted(s for s in range(cfg.mine.shards) if s in done)
             vr.mined = [s for s in range(cfg.mine.shards) if s not in done]
             with step(run.path, f"mine v{version:04d}"):
