@@ -70,6 +70,14 @@ class RunFS:
     def write_bytes(self, rel: str, data: bytes | pa.Buffer) -> None:
         """Write a new file (data files get unique names, so no one ever sees a partial one
         under a name a manifest or marker refers to)."""
+        if self.is_local:
+            # Flushed to disk before the manifest or marker that names it is written, so a crash
+            # (power loss included) never leaves a manifest pointing at a truncated file.
+            with open(self.local_path(rel), "wb") as f:
+                f.write(memoryview(data))
+                f.flush()
+                os.fsync(f.fileno())
+            return
         with self.fs.open_output_stream(self.full(rel)) as f:
             f.write(data)
 
@@ -85,6 +93,7 @@ class RunFS:
             f.flush()
             os.fsync(f.fileno())
         os.replace(path, self.local_path(rel))
+        _fsync_dir(os.path.dirname(self.local_path(rel)))
 
     def move(self, src: str, dst: str) -> None:
         self.fs.move(self.full(src), self.full(dst))
@@ -102,3 +111,17 @@ def sha256_hex(data: bytes | pa.Buffer | memoryview) -> str:
 
 def unique_token() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a rename in ``path`` durable (POSIX: the directory entry itself is fsynced)."""
+    try:
+        fd = os.open(path or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
