@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from pipeline.config import RunConfig
 from pipeline.data import open_dataset
 from pipeline.checkpoints import checkpoint_name, latest_epoch
+from pipeline.model_loading import file_digest
 from priors import PriorStore, read_images_table, write_images_table
 from storage_schema import QUARANTINE_SCHEMA, SCHEMA_VERSION
 
@@ -230,17 +231,25 @@ class RunDir:
         return [np.asarray(s, np.int64) for s in np.array_split(self.image_ids(), num_shards)]
 
     def done_shards(self, version: int) -> set[int]:
-        """Shards of the current plan (``mine.shards``) staged with a valid checksum *and* the
-        image range this plan gives them (a shard staged under another ``mine.shards`` is not done).
+        """Shards of the current plan (``mine.shards``) staged with a valid checksum, the image
+        range this plan gives them (a shard staged under another ``mine.shards`` is not done) and,
+        for shards mined by the model, the digest of the checkpoint of epoch ``version - 1`` as it
+        is now (a shard mined by a checkpoint that was since replaced is not done).
         """
         shards = self.shards(self.config.mine.shards)
+        ckpt = self.checkpoint_path(version - 1) if version > 0 else None
+        current = file_digest(ckpt) if ckpt is not None and ckpt.exists() else None
         done = set()
         for shard_id, marker in self.store.staged_shards(version).items():
             if shard_id < len(shards):
                 ids = shards[shard_id]
                 first, last = (int(ids[0]), int(ids[-1])) if len(ids) else (None, None)
-                if (marker.meta.get("first_image_id"), marker.meta.get("last_image_id")) == (first, last):
-                    done.add(shard_id)
+                if (marker.meta.get("first_image_id"), marker.meta.get("last_image_id")) != (first, last):
+                    continue
+                mined_by = marker.meta.get("checkpoint_digest")
+                if mined_by is not None and current is not None and mined_by != current:
+                    continue
+                done.add(shard_id)
         return done
 
     # ------------------------------------------------------------------ quarantine

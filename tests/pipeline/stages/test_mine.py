@@ -249,3 +249,15 @@ def test_selective_search_without_opencv_contrib_says_what_to_install(tmp_path: 
     with pytest.raises(ImportError, match=r"joindet\[selective-search\]"):
         mine(run, 2)
     assert run.store.done_shards(2) == set()
+
+
+def test_shards_mined_by_a_replaced_checkpoint_are_mined_again(tmp_path: Path, initialised_run: RunDir) -> None:  # noqa: F811
+    run = copy_run(initialised_run, tmp_path / "run")
+    mine(run, 2, shard_ids=[0])
+    assert run.done_shards(2) == {0}
+    write_checkpoint(run, 1, seed=7)  # epoch 1 retrained: a different model mines v2
+    assert run.done_shards(2) == set()
+    result = mine(run, 2)
+    assert result.summary["shards_mined"] == [0, 1]
+    markers = run.store.staged_shards(2)
+    assert len({m.meta["checkpoint_digest"] for m in markers.values()}) == 1
