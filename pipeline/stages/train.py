@@ -101,8 +101,17 @@ def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Pr
     loaded: tuple[int, BoxSet] | None = None
     stats: EpochStats | None = None
     used: list[int] = []
+    warned: set[int] = set()
     for epoch in range(start, end_epoch):
         version = prior_version_for_epoch(versions, epoch, cfg.schedule.update_every)
+        block_start = (epoch // cfg.schedule.update_every) * cfg.schedule.update_every
+        if version != block_start and block_start in cfg.schedule.versions() and block_start not in warned:
+            # Allowed (the latest committed version), but not the method's schedule: say so once.
+            warned.add(block_start)
+            progress.log(
+                f"epoch {epoch} trains on v{version:04d}: v{block_start:04d} of its block is not committed "
+                f"(mine and smooth it first to follow the schedule)"
+            )
         if loaded is None or loaded[0] != version:
             loaded = (version, run.store.read(version, "smoothed"))
         if version not in used:

@@ -85,9 +85,12 @@ def test_resume_in_steps_equals_one_call(tmp_path: Path) -> None:
 def test_each_block_trains_on_its_version(tmp_path: Path) -> None:
     run = make_run(tmp_path, epochs=3, update_every=1)
     run.store.commit(1, {"smoothed": random_priors(run.image_ids(), per_image=2, seed=1)}, parent=0)
-    result = train(run, 3)
-    # epoch 2's block starts at 2; v2 is not committed, so the latest <= 2 (v1) is used
+    progress = RecordingProgress()
+    result = train(run, 3, progress)
+    # epoch 2's block starts at 2; v2 is not committed, so the latest <= 2 (v1) is used, with a word
     assert [r["prior_version"] for r in read_log(run.path / "logs" / "train.jsonl")] == [0, 1, 1]
+    logs = [m for kind, m in progress.events if kind == "log"]
+    assert [m for m in logs if "v0002 of its block is not committed" in m] and not [m for m in logs if "v0001 of" in m]
     assert result.summary["prior_versions"] == [0, 1]
     assert load_checkpoint(run.checkpoint_path(2))["prior_version"] == 1
 
