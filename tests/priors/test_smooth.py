@@ -109,12 +109,17 @@ def _disjoint_boxes(n: int, rng: np.random.Generator) -> np.ndarray:
 sizes = st.lists(st.integers(0, 6), min_size=1, max_size=5)
 
 
+def _disjoint_set(counts: list[int], rng: np.random.Generator) -> BoxSet:
+    """counts[i] pairwise non-overlapping boxes for image i, scores in [0.1, 1)."""
+    boxes = np.concatenate([_disjoint_boxes(n, rng) for n in counts])
+    return BoxSet.from_arrays(np.repeat(np.arange(len(counts)), counts), boxes, rng.uniform(0.1, 1, sum(counts)))
+
+
 @settings(max_examples=40, deadline=None)
 @given(sizes, sizes, st.integers(0, 2**31 - 1))
 def test_momentum_one_returns_previous_boxes(np_: list[int], nc: list[int], seed: int) -> None:
     rng = np.random.default_rng(seed)
-    prev_boxes = [_disjoint_boxes(n, rng) for n in np_]
-    prev = BoxSet.from_arrays(np.repeat(np.arange(len(np_)), np_), np.concatenate(prev_boxes), rng.uniform(0.1, 1, sum(np_)))
+    prev = _disjoint_set(np_, rng)
     cur = _random_set(rng, len(nc), 6)
     out = box_smooth(prev, cur, momentum=1.0)
     for i in range(len(np_)):
@@ -126,8 +131,7 @@ def test_momentum_one_returns_previous_boxes(np_: list[int], nc: list[int], seed
 @given(sizes, st.integers(0, 2**31 - 1))
 def test_momentum_zero_returns_current_boxes(nc: list[int], seed: int) -> None:
     rng = np.random.default_rng(seed)
-    cur_boxes = [_disjoint_boxes(n, rng) for n in nc]
-    cur = BoxSet.from_arrays(np.repeat(np.arange(len(nc)), nc), np.concatenate(cur_boxes), rng.uniform(0.1, 1, sum(nc)))
+    cur = _disjoint_set(nc, rng)
     prev = _random_set(rng, len(nc), 6)
     out = box_smooth(prev, cur, momentum=0.0)
     for i in range(len(nc)):
