@@ -8,6 +8,7 @@ process: no group, no sampler, the model unwrapped, reductions the identity.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -72,9 +73,20 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns_group=True)
 
 
-def shutdown(info: DistInfo) -> None:
-    """Leave the process group if :func:`init_distributed` created it (a caller's group is kept)."""
+def shutdown(info: DistInfo, wait: bool = True) -> None:
+    """Leave the process group if :func:`init_distributed` created it (a caller's group is kept).
+
+    ``wait`` first meets every rank at a barrier: rank 0 hosts the group's TCPStore, and a rank
+    that tears it down while another still talks to it aborts that process
+    ("terminate called without an active exception"). Pass ``wait=False`` when leaving on an
+    error, where the other ranks may never reach the barrier.
+    """
     if info.owns_group and dist.is_initialized():
+        # A DDP wrapper still alive (e.g. held by a reference cycle) would tear down its reducer
+        # after the group is gone and abort the interpreter at exit.
+        gc.collect()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

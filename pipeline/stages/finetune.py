@@ -70,9 +70,12 @@ def finetune(
     info = init_distributed(cfg.train.device)
     try:
         with _lock(out, info):
-            return _finetune(out, init_checkpoint, epochs, info, progress, metrics_file)
-    finally:
-        shutdown(info)
+            result = _finetune(out, init_checkpoint, epochs, info, progress, metrics_file)
+    except BaseException:
+        shutdown(info, wait=False)  # the other ranks may never reach a barrier
+        raise
+    shutdown(info)
+    return result
 
 
 def _finetune(out: RunDir, init: str | os.PathLike | None, epochs: int, info: DistInfo, progress: Progress, metrics_file: Path) -> StageResult:

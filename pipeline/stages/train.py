@@ -74,9 +74,12 @@ def train(run: RunDir, end_epoch: int, progress: Progress = NULL_PROGRESS) -> St
     info = init_distributed(cfg.train.device)
     try:
         with _writer_lock(run, info):
-            return _train(run, start, end_epoch, info, progress)
-    finally:
-        shutdown(info)
+            result = _train(run, start, end_epoch, info, progress)
+    except BaseException:
+        shutdown(info, wait=False)  # the other ranks may never reach a barrier
+        raise
+    shutdown(info)
+    return result
 
 
 def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Progress) -> StageResult:

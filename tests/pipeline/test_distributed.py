@@ -80,6 +80,7 @@ WORKER = textwrap.dedent(
         "weight": unwrap(model).weight.tolist(), "grad": grad, "owns": info.owns_group,
         "again_owns": init_distributed("cpu").owns_group,  # an existing group is reused, not owned
     }
+    del model  # as in the stages: the DDP wrapper is gone before the group is destroyed
     shutdown(info)
     with open(os.path.join(sys.argv[1], f"rank{info.rank}.json"), "w") as f:
         json.dump(out, f)
