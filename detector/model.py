@@ -45,12 +45,14 @@ class JoinDetModel(nn.Module):
     - ``pred_embs`` [B, Q, E]: predicted embedding of each query's box.
     - ``aux_outputs``: list (one per earlier decoder layer) of dicts with the three keys above.
     - ``enc_features`` [B, h, w, d] and ``enc_valid`` [B, h, w] bool (True on real cells): encoder
-      output of the coarsest level, for the eigen attention of the mining stage.
+      output of level ``cfg.attention_level`` (default the coarsest), for the eigen attention of
+      the mining stage.
     """
 
     def __init__(self, cfg: DetectorConfig) -> None:
         super().__init__()
         d, n_levels = cfg.d_model, cfg.num_feature_levels
+        self.attention_level = cfg.attention_level
         self.backbone = Backbone(cfg.backbone, freeze=cfg.freeze_backbone)
         channels = cfg.backbone_channels
         self.n_backbone_levels = min(n_levels, 3)
@@ -115,9 +117,12 @@ class JoinDetModel(nn.Module):
         ]
         out = dict(layers[-1])
         out["aux_outputs"] = layers[:-1]
-        h, w = shapes[-1].tolist()
-        out["enc_features"] = memory[:, -h * w:].reshape(memory.shape[0], h, w, -1)
-        out["enc_valid"] = ~masks[-1]
+        level = self.attention_level % len(masks)
+        sizes = (shapes[:, 0] * shapes[:, 1]).tolist()
+        start = sum(sizes[:level])
+        h, w = shapes[level].tolist()
+        out["enc_features"] = memory[:, start:start + h * w].reshape(memory.shape[0], h, w, -1)
+        out["enc_valid"] = ~masks[level]
         return out
 
 

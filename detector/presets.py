@@ -47,6 +47,9 @@ class DetectorConfig:
     dim_feedforward: int = 1024
     dropout: float = 0.1
     num_queries: int = 300
+    # Feature level whose encoder output is mined (``enc_features``): -1 the coarsest (C5, the
+    # paper's single-scale setting), 0 the finest (C3, stride 8). Small images want a finer grid.
+    attention_level: int = -1
     num_classes: int = 2
     head_hidden: int = 256  # hidden width of the f_box / f_emb MLPs (2 hidden layers)
     # embedding targets
@@ -94,6 +97,11 @@ class DetectorConfig:
         if not 1 <= self.num_feature_levels <= 4:
             raise ValueError(
                 f"DetectorConfig.num_feature_levels={self.num_feature_levels} must be between 1 and 4."
+            )
+        if not -self.num_feature_levels <= self.attention_level < self.num_feature_levels:
+            raise ValueError(
+                f"DetectorConfig.attention_level={self.attention_level} must index one of the "
+                f"{self.num_feature_levels} feature levels (-1 = coarsest, 0 = finest)."
             )
         if self.d_model % self.n_heads:
             raise ValueError(

@@ -60,6 +60,21 @@ def test_multi_scale_levels_and_coarsest_encoder_level() -> None:
     assert out["pred_boxes"].shape == (2, 5, 4)
 
 
+def test_attention_level_picks_the_mined_encoder_level() -> None:
+    cfg = get_preset("tiny").with_(num_feature_levels=3, d_model=32, n_heads=2, num_queries=5)
+    images, pad = _batch()
+    torch.manual_seed(0)
+    coarse = _model(cfg)(images, pad)
+    torch.manual_seed(0)
+    fine = _model(cfg.with_(attention_level=0))(images, pad)
+    assert coarse["enc_features"].shape == (2, 5, 4, 32)  # stride 32
+    assert fine["enc_features"].shape == (2, 20, 16, 32)  # stride 8
+    assert fine["enc_valid"][0].all() and fine["enc_valid"][1].sum() == 12 * 16
+    torch.testing.assert_close(fine["pred_boxes"], coarse["pred_boxes"])  # only the mined output moves
+    with pytest.raises(ValueError, match="attention_level"):
+        cfg.with_(attention_level=3)
+
+
 def test_gradients_reach_heads_not_frozen_backbone() -> None:
     model = _model(get_preset("tiny"))
     out = model(*_batch())
