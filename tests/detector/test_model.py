@@ -33,15 +33,15 @@ def test_tiny_forward_contract() -> None:
     model = _model(cfg)
     images, pad = _batch()
     out = model(images, pad)
-    assert out["pred_logits"].shape == (2, 20, 2)
-    assert out["pred_boxes"].shape == (2, 20, 4)
+    assert out["pred_logits"].shape == (2, 100, 2)
+    assert out["pred_boxes"].shape == (2, 100, 4)
     assert ((out["pred_boxes"] > 0) & (out["pred_boxes"] < 1)).all()
-    assert out["pred_embs"].shape == (2, 20, cfg.emb_dim) and cfg.emb_dim == 512
+    assert out["pred_embs"].shape == (2, 100, cfg.emb_dim) and cfg.emb_dim == 512
     assert len(out["aux_outputs"]) == cfg.dec_layers - 1
     assert set(out["aux_outputs"][0]) == {"pred_logits", "pred_boxes", "pred_embs"}
-    assert out["enc_features"].shape == (2, 5, 4, 64)  # stride 32
+    assert out["enc_features"].shape == (2, 20, 16, 64)  # attention_level 0: stride 8
     assert out["enc_valid"].dtype == torch.bool
-    assert out["enc_valid"][0].all() and out["enc_valid"][1].sum() == 3 * 4  # 96 of 160 rows valid
+    assert out["enc_valid"][0].all() and out["enc_valid"][1].sum() == 12 * 16  # 96 of 160 rows valid
 
 
 def test_backbone_features_are_c5_with_valid_mask() -> None:
@@ -53,7 +53,7 @@ def test_backbone_features_are_c5_with_valid_mask() -> None:
 
 
 def test_multi_scale_levels_and_coarsest_encoder_level() -> None:
-    cfg = get_preset("tiny").with_(num_feature_levels=4, d_model=32, n_heads=2, num_queries=5)
+    cfg = get_preset("tiny").with_(num_feature_levels=4, attention_level=-1, d_model=32, n_heads=2, num_queries=5)
     model = _model(cfg)
     out = model(*_batch())
     assert out["enc_features"].shape == (2, 3, 2, 32)  # the extra stride-64 level
@@ -61,7 +61,7 @@ def test_multi_scale_levels_and_coarsest_encoder_level() -> None:
 
 
 def test_attention_level_picks_the_mined_encoder_level() -> None:
-    cfg = get_preset("tiny").with_(num_feature_levels=3, d_model=32, n_heads=2, num_queries=5)
+    cfg = get_preset("tiny").with_(num_feature_levels=3, attention_level=-1, d_model=32, n_heads=2, num_queries=5)
     images, pad = _batch()
     torch.manual_seed(0)
     coarse = _model(cfg)(images, pad)
@@ -95,7 +95,8 @@ def test_sine_position_encoding_ignores_padding() -> None:
 def test_presets_follow_the_issue() -> None:
     tiny, paper, single = get_preset("tiny"), get_preset("paper"), get_preset("paper-single-scale")
     assert (tiny.backbone, tiny.num_feature_levels, tiny.d_model, tiny.enc_layers, tiny.dec_layers,
-            tiny.num_queries, tiny.emb_target) == ("resnet18", 1, 64, 2, 2, 20, "roi_align")
+            tiny.num_queries, tiny.emb_target) == ("resnet18", 3, 64, 2, 2, 100, "roi_align")
+    assert tiny.attention_level == 0 and paper.attention_level == -1
     assert (paper.backbone, paper.num_feature_levels, paper.d_model, paper.enc_layers, paper.n_heads,
             paper.n_points, paper.dim_feedforward, paper.num_queries) == ("resnet50", 4, 256, 6, 8, 4, 1024, 300)
     assert (paper.lr, paper.weight_decay, paper.clip_max_norm, paper.lr_drop_epoch) == (2e-4, 1e-4, 0.1, 40)

@@ -15,7 +15,7 @@ def test_tiny_preset_has_two_update_rounds() -> None:
     cfg = make_config("tiny", "synthetic")
     assert cfg.schedule.versions() == [0, 2, 4]
     assert cfg.schedule.blocks() == [(0, 2), (2, 4), (4, 6)]
-    assert cfg.model.num_queries <= 30
+    assert cfg.model.num_queries <= 100 and cfg.model.d_model <= 64
 
 
 def test_paper_schedule_depends_on_dataset() -> None:
