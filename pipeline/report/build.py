@@ -61,8 +61,9 @@ def build_report(
     pngs = {k: v for k, v in pngs.items() if v is not None}
     verdict = loop_verdict(data)
     if chance is not None and verdict:
-        verdict.append((f"for scale: AR@100 of {CHANCE_CROPS} random crops per image (train split, seed 0)",
-                        None, chance["AR@100"], None))
+        for crops, metrics in chance.items():
+            verdict.append((f"for scale: AR@100 of {crops} random crops per image (train split, seed 0)",
+                            None, metrics["AR@100"], None))
     out.write_text(render(data, pngs, verdict), encoding="utf-8")
     paths = {}
     for name, png in pngs.items():
@@ -100,13 +101,15 @@ def ensure_metrics(run: RunDir, proposals: bool = True, progress: Progress = NUL
     return notes
 
 
-#: Random crops per image of the chance reference (the default of ``priors.random_crops``).
-CHANCE_CROPS = 30
+#: Random crops per image of the chance references: the default of ``priors.random_crops``, and
+#: as many boxes as the top-100 proposals that AR@100 scores.
+CHANCE_CROPS = (30, 100)
 
 
-def chance_metrics(run: RunDir) -> dict[str, float | None]:
-    """Class-agnostic metrics of ``CHANCE_CROPS`` random crops per image (``priors.random_crops``,
-    seed 0) on the run's split: what boxes with no information about the image score."""
+def chance_metrics(run: RunDir) -> dict[int, dict[str, float | None]]:
+    """Class-agnostic metrics of k random crops per image (``priors.random_crops``, seed 0) on the
+    run's split, for each k in ``CHANCE_CROPS``: what boxes with no information about the image
+    score with the same box budget."""
     from pipeline.stages import coco_metrics
     from pipeline.stages.evaluate import detections_array
     from priors import random_crops
@@ -114,7 +117,7 @@ def chance_metrics(run: RunDir) -> dict[str, float | None]:
     images = run.images()
     ids = np.setdiff1d(images.column("image_id").to_numpy(), np.asarray(sorted(run.quarantined_ids()), np.int64))
     gt = run.dataset().coco_ground_truth()
-    return coco_metrics(gt, detections_array(random_crops(ids, CHANCE_CROPS, seed=0), images), ids)
+    return {k: coco_metrics(gt, detections_array(random_crops(ids, k, seed=0), images), ids) for k in CHANCE_CROPS}
 
 
 def strip_rows(run: RunDir, num_images: int) -> list[StripRow]:

@@ -81,8 +81,11 @@ def test_missing_metrics_are_evaluated_for_every_kind(run: RunDir, built) -> Non
     assert [v.version for v in d.versions] == [0, 1]
     assert d.versions[1].churn is not None and set(d.versions[1].churn) >= {"matched", "added", "removed", "mean_iou"}
     questions = [q for q, *_ in built.verdict]
-    assert len(questions) == 3 and "v0001" in questions[0] and "proposals (val)" in questions[1]
-    assert "random crops" in questions[2] and built.verdict[2][3] is None and 0.0 <= built.verdict[2][2] <= 1.0
+    assert len(questions) == 4 and "v0001" in questions[0] and "proposals (val)" in questions[1]
+    assert "30 random crops" in questions[2] and "100 random crops" in questions[3]
+    for _, before, after, holds in built.verdict[2:]:
+        assert before is None and holds is None and 0.0 <= after <= 1.0
+    assert built.verdict[3][2] >= built.verdict[2][2]  # more random boxes recall at least as much
     for _, before, after, holds in built.verdict[:2]:
         assert isinstance(before, float) and isinstance(after, float) and holds == (after > before)
 
