@@ -12,7 +12,7 @@ schedule as ``joindet flow run pretrain --no-prefect`` (``flows.pretrain.drive_p
 and prints one JSON line per setting (plus one ``chance`` line: ``priors.sources.random_crops``
 boxes scored the same way, for scale). Usage::
 
-    python benchmarks/ablation.py --out /tmp/ablation [--images 48 --size 128 --epochs 4 --jobs 2]
+    python benchmarks/ablation.py --out /tmp/ablation [--images 384 --size 160 --epochs 12 --update-every 4 --jobs 2]
 
 Results and budget of the recorded run are in docs/ablations.md.
 """
@@ -114,11 +114,11 @@ def _r(x: float | None) -> float | None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="work folder (data and one run per setting)")
-    p.add_argument("--images", type=int, default=48)
-    p.add_argument("--val-images", type=int, default=16)
-    p.add_argument("--size", type=int, default=128, help="image side in pixels (data and model)")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--update-every", type=int, default=1)
+    p.add_argument("--images", type=int, default=384)
+    p.add_argument("--val-images", type=int, default=32)
+    p.add_argument("--size", type=int, default=160, help="image side in pixels (data and model)")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--update-every", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="settings run in parallel processes")
