@@ -40,7 +40,8 @@ def test_report_writes_page_and_figures_with_json_output(run: RunDir, tmp_path: 
     assert info["html"] == str(out) and out.is_file()
     assert set(info["figures"]) == {"versions", "metrics", "evolution"}  # no training log: no curves
     assert all(Path(p).is_file() for p in info["figures"].values())
-    assert [v["question"].split(":")[0] for v in info["verdict"]] == ["AR@100 of smoothed priors", "for scale"]
+    assert [v["question"].split(":")[0] for v in info["verdict"]] == ["AR@100 of smoothed priors", "for scale", "for scale"]
+    assert ["30 random" in info["verdict"][1]["question"], "100 random" in info["verdict"][2]["question"]] == [True, True]
     # the priors were scored against the synthetic ground truth on the way
     assert set(json.loads((run.path / "metrics" / "priors.json").read_text())) == {"v0000", "v0002"}
 
