@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,18 +78,31 @@ def init_distributed(device: str = "auto") -> DistInfo:
 def shutdown(info: DistInfo, wait: bool = True) -> None:
     """Leave the process group if :func:`init_distributed` created it (a caller's group is kept).
 
-    ``wait`` first meets every rank at a barrier: rank 0 hosts the group's TCPStore, and a rank
-    that tears it down while another still talks to it aborts that process
-    ("terminate called without an active exception"). Pass ``wait=False`` when leaving on an
-    error, where the other ranks may never reach the barrier.
+    ``wait`` first meets every rank at a barrier, so that rank 0 (which hosts the group's
+    TCPStore) does not leave while another rank still talks to it. Pass ``wait=False`` when
+    leaving on an error, where the other ranks may never reach the barrier.
     """
     if info.owns_group and dist.is_initialized():
         # A DDP wrapper still alive (e.g. held by a reference cycle) would tear down its reducer
-        # after the group is gone and abort the interpreter at exit.
+        # after the group is gone and abort the interpreter at exit ("terminate called without
+        # an active exception").
         gc.collect()
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: str = "auto") -> Iterator[DistInfo]:
+    """:func:`init_distributed` on entry, :func:`shutdown` on exit (without the barrier when the
+    body raised). The training stages run inside one."""
+    info = init_distributed(device)
+    try:
+        yield info
+    except BaseException:
+        shutdown(info, wait=False)
+        raise
+    shutdown(info)
 
 
 def make_sampler(dataset: Dataset, info: DistInfo, seed: int, shuffle: bool = True) -> DistributedSampler | None:
@@ -166,6 +181,7 @@ __all__ = [
     "init_distributed",
     "launched_by_torchrun",
     "make_sampler",
+    "process_group",
     "resolve_device",
     "shutdown",
     "unwrap",

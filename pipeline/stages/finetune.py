@@ -26,7 +26,7 @@ from detector import build_model
 from pipeline.checkpoints import CheckpointError, latest_epoch, load_checkpoint, load_model_state, restore_training_state, save_checkpoint
 from pipeline.config import RunConfig
 from pipeline.data import low_data_subset
-from pipeline.distributed import DistInfo, init_distributed, shutdown, unwrap
+from pipeline.distributed import DistInfo, process_group, unwrap
 from pipeline.model_loading import file_digest
 from pipeline.progress import NULL_PROGRESS, Progress
 from pipeline.run_dir import RunDir
@@ -67,15 +67,8 @@ def finetune(
     if last is not None and last + 1 >= epochs and metrics_file.exists():
         return StageResult("finetune", True, {"epochs": [epochs, epochs], **json.loads(metrics_file.read_text())})
 
-    info = init_distributed(cfg.train.device)
-    try:
-        with _lock(out, info):
-            result = _finetune(out, init_checkpoint, epochs, info, progress, metrics_file)
-    except BaseException:
-        shutdown(info, wait=False)  # the other ranks may never reach a barrier
-        raise
-    shutdown(info)
-    return result
+    with process_group(cfg.train.device) as info, _lock(out, info):
+        return _finetune(out, init_checkpoint, epochs, info, progress, metrics_file)
 
 
 def _finetune(out: RunDir, init: str | os.PathLike | None, epochs: int, info: DistInfo, progress: Progress, metrics_file: Path) -> StageResult:

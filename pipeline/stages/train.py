@@ -20,9 +20,8 @@ from typing import Any, Iterator
 
 import torch
 
-from detector import build_criterion
 from pipeline.checkpoints import CheckpointError, latest_epoch, load_checkpoint, restore_training_state, save_checkpoint
-from pipeline.distributed import DistInfo, init_distributed, shutdown
+from pipeline.distributed import DistInfo, process_group
 from pipeline.progress import NULL_PROGRESS, Progress
 from pipeline.run_dir import RunDir
 from pipeline.stages.result import StageResult
@@ -71,15 +70,8 @@ def train(run: RunDir, end_epoch: int, progress: Progress = NULL_PROGRESS) -> St
     if start >= end_epoch:
         return StageResult("train", True, {"epochs": [start, start], "checkpoint": str(run.checkpoint_path(last))} if last is not None else {"epochs": [0, 0]})
 
-    info = init_distributed(cfg.train.device)
-    try:
-        with _writer_lock(run, info):
-            result = _train(run, start, end_epoch, info, progress)
-    except BaseException:
-        shutdown(info, wait=False)  # the other ranks may never reach a barrier
-        raise
-    shutdown(info)
-    return result
+    with process_group(cfg.train.device) as info, _writer_lock(run, info):
+        return _train(run, start, end_epoch, info, progress)
 
 
 def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Progress) -> StageResult:
