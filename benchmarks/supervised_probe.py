@@ -24,45 +24,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector import postprocess
 from pipeline.config import make_config
-from pipeline.data import MiningTransform, collate, open_dataset
+from pipeline.data import open_dataset
 from pipeline.data.synthetic import SyntheticSpec, generate_synthetic
 from pipeline.distributed import DistInfo
 from pipeline.progress import NULL_PROGRESS
-from pipeline.stages.evaluate import coco_metrics, detections_array
+from pipeline.stages.evaluate import coco_metrics, detections_array, model_proposals
+from pipeline.stages.image_batches import ImageBatches
 from pipeline.stages.train_loop import build_train_parts, make_loader, run_epoch
 from pipeline.training_data import PriorTrainingSet
-from priors import BoxSet, random_crops
-
-
-def ground_truth_boxes(dataset) -> BoxSet:
-    """The dataset's annotations as a BoxSet (normalised xyxy of the original image)."""
-    gt = dataset.coco_ground_truth()
-    size = {im["id"]: (im["width"], im["height"]) for im in gt["images"]}
-    anns = sorted(gt["annotations"], key=lambda a: a["image_id"])
-    ids = np.array([a["image_id"] for a in anns], np.int64)
-    boxes = np.array(
-        [[x / size[i][0], y / size[i][1], (x + w) / size[i][0], (y + h) / size[i][1]]
-         for i, (x, y, w, h) in ((a["image_id"], a["bbox"]) for a in anns)],
-        np.float32,
-    )
-    return BoxSet.from_arrays(ids, boxes, np.ones(len(ids), np.float32), "region")
+from priors import random_crops
+from priors.coco_io import read_coco
 
 
 def proposal_metrics(model: torch.nn.Module, dataset, ids: np.ndarray, size: int) -> dict[str, float]:
     """AP50 / AR@10 / AR@100 of the model's top-100 proposals on ``ids`` of ``dataset``."""
-    transform = MiningTransform(size, size)
-    images, pad = collate([transform(dataset.load(int(i)))[0] for i in ids])
     model.eval()
-    with torch.no_grad():
-        results = postprocess(model(images, pad), top_k=100)
+    props = model_proposals(model, ImageBatches(dataset, ids, size, size, batch_size=32), torch.device("cpu"), 100)
     model.train()
-    rows = np.concatenate([np.full(len(r["scores"]), k) for k, r in enumerate(results)])
-    props = BoxSet.from_arrays(
-        ids[rows], np.concatenate([r["boxes"].numpy() for r in results]),
-        np.concatenate([r["scores"].numpy() for r in results]), "instance",
-    )
     m = coco_metrics(dataset.coco_ground_truth(), detections_array(props, dataset.index()), ids)
     return {k: round(float(m[k]), 4) for k in ("AP50", "AR@10", "AR@100")}
 
@@ -88,7 +67,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     info = DistInfo()
     parts = build_train_parts(cfg, info)
-    dataset = PriorTrainingSet(train, train.image_ids(), ground_truth_boxes(train), parts.transforms, seed=args.seed)
+    dataset = PriorTrainingSet(train, train.image_ids(), read_coco(train.coco_ground_truth(), train.index()).boxes, parts.transforms, seed=args.seed)
     val_ids, train_ids = val.image_ids(), train.image_ids()[:32]
     crops = random_crops(val_ids, 100, seed=args.seed)
     chance = coco_metrics(val.coco_ground_truth(), detections_array(crops, val.index()))

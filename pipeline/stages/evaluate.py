@@ -89,22 +89,32 @@ def evaluate_proposals(
     index = dataset.index()
     batches = ImageBatches(dataset, index.column("image_id").to_numpy(), cfg.model.test_size, cfg.model.max_size,
                            cfg.mine.batch_size)
-    parts = []
     progress.start(f"proposals epoch {epoch} on {split}", len(batches.todo()))
-    with torch.inference_mode():
-        for batch in batches:
-            dets = postprocess(model(batch.images.to(device), batch.pad_mask.to(device)), top_k=cfg.eval.top_k)
-            for image_id, det in zip(batch.image_ids.tolist(), dets):
-                boxes = det["boxes"].float().cpu().numpy()
-                parts.append(BoxSet.from_arrays(np.full(len(boxes), image_id), boxes, det["scores"].float().cpu().numpy(), "instance"))
-            progress.advance(len(batch.image_ids))
+    proposals = model_proposals(model, batches, device, cfg.eval.top_k, progress)
     failed_ids = np.asarray([f[0] for f in batches.failed], np.int64)
     img_ids = np.setdiff1d(index.column("image_id").to_numpy(), failed_ids)
-    metrics = coco_metrics(gt, detections_array(BoxSet.concat(parts), index), img_ids)
+    metrics = coco_metrics(gt, detections_array(proposals, index), img_ids)
     result = {"epoch": epoch, "split": split, "images": int(len(img_ids)), "failed": len(failed_ids), "metrics": metrics}
     _write_json(run.metrics_dir() / f"proposals-epoch-{epoch:04d}-{split}.json", result)
     progress.end(metrics)
     return result
+
+
+def model_proposals(
+    model: torch.nn.Module, batches: ImageBatches, device: torch.device, top_k: int, progress: Progress = NULL_PROGRESS,
+) -> BoxSet:
+    """The ``top_k`` class-agnostic proposals of ``model`` (in eval mode) on every image of
+    ``batches`` (kind "instance", normalised xyxy of the original image, foreground scores).
+    Images that fail to load are left out (``batches.failed`` lists them)."""
+    parts = []
+    with torch.inference_mode():
+        for batch in batches:
+            dets = postprocess(model(batch.images.to(device), batch.pad_mask.to(device)), top_k=top_k)
+            for image_id, det in zip(batch.image_ids.tolist(), dets):
+                boxes = det["boxes"].float().cpu().numpy()
+                parts.append(BoxSet.from_arrays(np.full(len(boxes), image_id), boxes, det["scores"].float().cpu().numpy(), "instance"))
+            progress.advance(len(batch.image_ids))
+    return BoxSet.concat(parts)
 
 
 def detections_array(boxes: BoxSet, images: pa.Table) -> np.ndarray:
