@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pipeline.report.collect import METRICS, ReportData
 
@@ -63,19 +63,12 @@ def render(data: ReportData, figures: dict[str, bytes], verdict: list[tuple[str,
     if "versions" in figures:
         parts.append(image_tag(figures["versions"], "prior statistics across versions"))
     parts.append("<h2 id='metrics'>Priors and proposals against ground truth (class-agnostic)</h2>")
-    if data.prior_metrics or data.proposals:
-        parts.append(_metrics_table(data))
-        if "metrics" in figures:
-            parts.append(image_tag(figures["metrics"], "AP and AR across versions"))
-    else:
-        parts.append("<p>No metrics: the dataset has no ground truth, or evaluation was skipped.</p>")
+    parts += _table_and_figure(bool(data.prior_metrics or data.proposals), lambda: _metrics_table(data),
+                               figures.get("metrics"), "AP and AR across versions",
+                               "No metrics: the dataset has no ground truth, or evaluation was skipped.")
     parts.append("<h2 id='training'>Training</h2>")
-    if data.train_log:
-        parts.append(_training_table(data))
-        if "training" in figures:
-            parts.append(image_tag(figures["training"], "training curves"))
-    else:
-        parts.append("<p>No training log (logs/train.jsonl) yet.</p>")
+    parts += _table_and_figure(bool(data.train_log), lambda: _training_table(data), figures.get("training"),
+                               "training curves", "No training log (logs/train.jsonl) yet.")
     parts.append("<h2 id='evolution'>Evolution of priors on fixed images</h2>")
     if "evolution" in figures:
         parts += ["<p>Yellow: smoothed priors of each version (10 best drawn); colour overlay: the eigen "
@@ -91,6 +84,13 @@ def render(data: ReportData, figures: dict[str, bytes], verdict: list[tuple[str,
     parts += ["<h2 id='config'>Configuration (run.json)</h2>",
               f"<pre>{html.escape(json.dumps(data.config, indent=2, sort_keys=True))}</pre>", "</body></html>"]
     return "\n".join(parts)
+
+
+def _table_and_figure(present: bool, make_table: Callable[[], str], png: bytes | None, alt: str, absent: str) -> list[str]:
+    """A section's body: its table and figure when there is data, else one line saying why not."""
+    if not present:
+        return [f"<p>{html.escape(absent)}</p>"]
+    return [make_table()] + ([image_tag(png, alt)] if png is not None else [])
 
 
 def _versions_table(data: ReportData) -> str:
