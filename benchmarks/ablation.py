@@ -3,7 +3,7 @@
 Table 5 varies the prior source (``priors.source``: region+instance, region, instance,
 predictions, region0) with Box Smooth updates; Table 6 varies the update (``priors.update``:
 box_smooth, direct, nms, fixed) with region+instance priors. Every setting runs the same pretrain
-schedule as ``joindet flow run pretrain --no-prefect`` (``flows.pretrain.drive_pretrain`` with
+schedule as ``joindet flow run pretrain --no-prefect`` (``pipeline.pretrain.drive_pretrain`` with
 ``PlainSteps``) on the same generated data, with the same seed and the same budget, then scores:
 
 - the smoothed priors of v0 and of the last version against the train split's ground truth, and
@@ -44,9 +44,17 @@ SETTINGS: list[tuple[str, str, list[str]]] = [
 def base_overrides(args: argparse.Namespace, data: Path) -> list[str]:
     """The budget shared by every setting."""
     return [
-        f"data.root={data}", f"schedule.epochs={args.epochs}", f"schedule.update_every={args.update_every}",
-        f"train.seed={args.seed}", "train.num_workers=0", f"train.batch_size={args.batch_size}",
-        "train.device=cpu", "mine.device=cpu", "mine.shards=1", "mine.batch_size=8", "mine.save_attention=false",
+        f"data.root={data}",
+        f"schedule.epochs={args.epochs}",
+        f"schedule.update_every={args.update_every}",
+        f"train.seed={args.seed}",
+        "train.num_workers=0",
+        f"train.batch_size={args.batch_size}",
+        "train.device=cpu",
+        "mine.device=cpu",
+        "mine.shards=1",
+        "mine.batch_size=8",
+        "mine.save_attention=false",
         *args.set,
     ]
 
@@ -60,11 +68,12 @@ def run_setting(table: str, name: str, overrides: list[str], args: argparse.Name
     # depend on what ran before in this worker process: seed it so every setting starts alike.
     torch.manual_seed(args.seed)
     warnings.filterwarnings("ignore", message="DetectorConfig.backbone_weights is not set")
-    from flows.pretrain import PlainSteps, drive_pretrain
-    from pipeline import stages
-    from pipeline.config import make_config
-    from pipeline.data import open_dataset
-    from pipeline.run_dir import RunDir
+    from joindet.flows.pretrain import PlainSteps
+    from joindet.pipeline import stages
+    from joindet.pipeline.config import make_config
+    from joindet.pipeline.data import open_dataset
+    from joindet.pipeline.pretrain import drive_pretrain
+    from joindet.pipeline.run_dir import RunDir
 
     t0 = time.perf_counter()
     cfg = make_config("tiny", "synthetic", [*base_overrides(args, data), *overrides])
@@ -78,11 +87,20 @@ def run_setting(table: str, name: str, overrides: list[str], args: argparse.Name
     props = stages.evaluate_proposals(run, epoch=run.last_checkpoint(), split="val")
     v0, last = priors["v0000"]["smoothed"], priors[f"v{versions[-1]:04d}"]["smoothed"]
     return {
-        "table": table, "setting": name, "source": cfg.priors.source, "update": cfg.priors.update,
-        "final_version": versions[-1], "epochs": args.epochs, "seed": args.seed,
-        "v0_AR@100": _r(v0["AR@100"]), "v0_AP50": _r(v0["AP50"]),
-        "final_priors_AR@100": _r(last["AR@100"]), "final_priors_AP50": _r(last["AP50"]),
-        "final_priors_boxes_per_image": round(run.store.manifest(versions[-1]).stats["smoothed"]["boxes_per_image_mean"], 3),
+        "table": table,
+        "setting": name,
+        "source": cfg.priors.source,
+        "update": cfg.priors.update,
+        "final_version": versions[-1],
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "v0_AR@100": _r(v0["AR@100"]),
+        "v0_AP50": _r(v0["AP50"]),
+        "final_priors_AR@100": _r(last["AR@100"]),
+        "final_priors_AP50": _r(last["AP50"]),
+        "final_priors_boxes_per_image": round(
+            run.store.manifest(versions[-1]).stats["smoothed"]["boxes_per_image_mean"], 3
+        ),
         "proposals_val": {k: _r(v) for k, v in props["metrics"].items()},
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -91,9 +109,9 @@ def run_setting(table: str, name: str, overrides: list[str], args: argparse.Name
 def chance_line(args: argparse.Namespace, data: Path) -> dict:
     """Random crops (``priors.sources.random_crops``; 30 per image, and 100 = the top-100 budget of
     the proposals' AR@100) scored on both splits, for scale."""
-    from pipeline.data import open_dataset
-    from pipeline.stages.evaluate import coco_metrics, detections_array
-    from priors import random_crops
+    from joindet.pipeline.data import open_dataset
+    from joindet.pipeline.stages.evaluate import coco_metrics, detections_array
+    from joindet.priors import random_crops
 
     out = {"table": "-", "setting": "chance (30 / 100 random crops per image)"}
     for split in ("train", "val"):
@@ -127,14 +145,27 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from pipeline.data import generate_synthetic
+    from joindet.pipeline.data import generate_synthetic
 
     data = args.out / "data"
     if not (data / "synthetic.json").exists():
         generate_synthetic(data, args.images, args.size, args.seed, args.val_images, "jpg")
-    print(json.dumps({"budget": {"images": args.images, "val_images": args.val_images, "size": args.size,
-                                 "epochs": args.epochs, "update_every": args.update_every, "seed": args.seed,
-                                 "overrides": base_overrides(args, data)}}), flush=True)
+    print(
+        json.dumps(
+            {
+                "budget": {
+                    "images": args.images,
+                    "val_images": args.val_images,
+                    "size": args.size,
+                    "epochs": args.epochs,
+                    "update_every": args.update_every,
+                    "seed": args.seed,
+                    "overrides": base_overrides(args, data),
+                }
+            }
+        ),
+        flush=True,
+    )
     print(json.dumps(chance_line(args, data)), flush=True)
     todo = [s for s in SETTINGS if args.only is None or s[1] in args.only]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:

@@ -9,7 +9,8 @@ arbitrary vector of a degenerate eigenspace, and such a comparison says nothing.
 
 eigen_attention is timed end to end on the whole batch (Gram matrix included) and divided by the
 batch size; wall and process CPU time are both recorded (on a loaded machine the wall ratio
-swings with thread contention: CPU time, the work done, is the steadier figure); scipy is timed on the eigensolve alone (W and D given, subset_by_index=[1, 2]: the
+swings with thread contention: CPU time, the work done, is the steadier figure); scipy is timed
+on the eigensolve alone (W and D given, subset_by_index=[1, 2]: the
 same cost as [1, 1] to within noise, and it also gives the eigen-gap), so the ratio is
 conservative. The CPU may be shared, so each scipy map is timed right after one timing of the
 batch, and the speed-up is the median of these per-pair ratios.
@@ -36,7 +37,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from priors import eigen_attention
+from joindet.priors import eigen_attention
 
 
 def make_features(b: int, h: int, w: int, c: int, seed: int = 0) -> torch.Tensor:
@@ -75,8 +76,13 @@ def main() -> None:
     parser.add_argument("--min-gap", type=float, default=1e-4)
     parser.add_argument("--sizes", default="15x20,30x35,64x64")
     args = parser.parse_args()
-    result: dict[str, object] = {"bench": "eigen_attention", "batch": args.batch, "channels": args.channels,
-                                 "torch_threads": torch.get_num_threads(), "min_gap": args.min_gap}
+    result: dict[str, object] = {
+        "bench": "eigen_attention",
+        "batch": args.batch,
+        "channels": args.channels,
+        "torch_threads": torch.get_num_threads(),
+        "min_gap": args.min_gap,
+    }
     worst_all = 1.0
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
@@ -109,11 +115,15 @@ def main() -> None:
         result[f"tokens_{n}"] = {
             "ours_s_per_map": round(float(np.median(ours_t)), 5),
             "scipy_s_per_map": round(float(np.median([o * r for o, r in zip(ours_t, ratios)])), 4),
-            "speedup_median": round(float(np.median(ratios)), 1), "speedup_min": round(min(ratios), 1),
+            "speedup_median": round(float(np.median(ratios)), 1),
+            "speedup_min": round(min(ratios), 1),
             "cpu_time_speedup_median": round(float(np.median(cpu_ratios)), 1),
-            "scipy_maps": maps, "maps_judged": len(judged), "worst_abs_cos": round(worst, 6),
+            "scipy_maps": maps,
+            "maps_judged": len(judged),
+            "worst_abs_cos": round(worst, 6),
             "below_gap": [[round(g, 7), round(c, 4)] for c, g in zip(cosines, gaps) if g < args.min_gap],
-            "ours_zero_maps": zero_maps, "scipy_nonfinite": nonfinite,
+            "ours_zero_maps": zero_maps,
+            "scipy_nonfinite": nonfinite,
         }
     result["worst_abs_cos"] = round(worst_all, 6)
     result["load_avg_1min"] = round(os.getloadavg()[0], 2)

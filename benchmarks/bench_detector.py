@@ -32,15 +32,15 @@ import statistics
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-import detector.deform_attn as deform_attn
-from detector import MSDeformAttn, build_criterion, build_model, build_optimizer, get_preset, postprocess
-from detector.transformer import encoder_reference_points
+import joindet.detector.deform_attn as deform_attn
+from joindet.detector import MSDeformAttn, build_criterion, build_model, build_optimizer, get_preset, postprocess
+from joindet.detector.transformer import encoder_reference_points
 
 REF_FILE = "models/ops/functions/ms_deform_attn_func.py"
 REF_FUNC = "ms_deform_attn_core_pytorch"
@@ -56,7 +56,9 @@ def load_reference(repo: str) -> tuple[Callable | None, str]:
         else:
             source = subprocess.run(
                 ["git", "--git-dir", str(root), "show", f"HEAD:{REF_FILE}"],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         return None, f"unavailable: cannot read {REF_FILE} from {repo} ({exc.__class__.__name__})"
@@ -91,24 +93,26 @@ def _inputs(cfg, size: int, device: torch.device, batch: int = 2, boxes_per_imag
     g = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, size, size, generator=g).to(device)
     pad = torch.zeros(batch, size, size, dtype=torch.bool, device=device)
-    pad[1, int(size * 0.75):] = True  # one padded image, as in real batches
+    pad[1, int(size * 0.75) :] = True  # one padded image, as in real batches
     targets = []
     for _ in range(batch):
         centre = torch.rand(boxes_per_image, 2, generator=g) * 0.6 + 0.2
         wh = torch.rand(boxes_per_image, 2, generator=g) * 0.3 + 0.05
-        targets.append({
-            "boxes": torch.cat([centre, wh], 1).to(device),
-            "labels": torch.ones(boxes_per_image, dtype=torch.long, device=device),
-            "embs": torch.randn(boxes_per_image, cfg.emb_dim, generator=g).to(device),
-        })
+        targets.append(
+            {
+                "boxes": torch.cat([centre, wh], 1).to(device),
+                "labels": torch.ones(boxes_per_image, dtype=torch.long, device=device),
+                "embs": torch.randn(boxes_per_image, cfg.emb_dim, generator=g).to(device),
+            }
+        )
     return images, pad, targets
 
 
 def _attn_op_time(op: Callable, calls: list[tuple], device: torch.device, reps: int) -> float:
     def run() -> None:
         for value, shapes, loc, weights in calls:
-            v, l, w = (t.detach().requires_grad_(True) for t in (value, loc, weights))
-            op(v, shapes, l, w).sum().backward()
+            v, loc_, w = (t.detach().requires_grad_(True) for t in (value, loc, weights))
+            op(v, shapes, loc_, w).sum().backward()
 
     return _timed(run, device, reps)
 
@@ -153,22 +157,28 @@ def bench_preset(name: str, size: int, device: torch.device, reps: int, referenc
         deform_attn.ms_deform_attn = original
     # Contiguous values for both ops: the layout the reference model feeds its op (ours is given a
     # channel-first view by MSDeformAttn; that gain is measured in the "module" op cases).
-    calls = [(v.contiguous(), s, l, w) for v, s, l, w in calls]
+    calls = [(v.contiguous(), s, p, w) for v, s, p, w in calls]
     ours_s = _attn_op_time(original, calls, device, reps)
     result = {
-        "preset": name, "image_size": size, "batch": 2, "attn_calls": len(calls),
-        "train_step_s": round(step_s, 4), "inference_s": round(infer_s, 4),
-        "attn_fwd_bwd_s": round(ours_s, 4), "attn_share_of_step": round(ours_s / step_s, 3),
+        "preset": name,
+        "image_size": size,
+        "batch": 2,
+        "attn_calls": len(calls),
+        "train_step_s": round(step_s, 4),
+        "inference_s": round(infer_s, 4),
+        "attn_fwd_bwd_s": round(ours_s, 4),
+        "attn_share_of_step": round(ours_s / step_s, 3),
     }
     if reference is not None:
         ref_s = _attn_op_time(reference, calls, device, reps)
-        diff = max(
-            (original(v, s, l, w) - reference(v, s, l, w)).abs().max().item() for v, s, l, w in calls
+        diff = max((original(v, s, p, w) - reference(v, s, p, w)).abs().max().item() for v, s, p, w in calls)
+        result.update(
+            {
+                "ref_attn_fwd_bwd_s": round(ref_s, 4),
+                "attn_ratio_ours_over_ref": round(ours_s / ref_s, 3),
+                "max_abs_diff_vs_ref": diff,
+            }
         )
-        result.update({
-            "ref_attn_fwd_bwd_s": round(ref_s, 4), "attn_ratio_ours_over_ref": round(ours_s / ref_s, 3),
-            "max_abs_diff_vs_ref": diff,
-        })
     return result
 
 
@@ -180,19 +190,24 @@ def level_shapes(size: int, n_levels: int) -> list[tuple[int, int]]:
         side = math.ceil(side / 2)
         sides.append(side)
     first = 5 - min(n_levels, 3)
-    return [(h, h) for h in sides[first:first + n_levels]]
+    return [(h, h) for h in sides[first : first + n_levels]]
 
 
 def _reference_module(attn: MSDeformAttn, reference: Callable) -> Callable:
     """The module's computation in the reference model's layout: Linear value projection."""
+
     def forward(query, ref_points, value_in, shapes, pad):
         n, lq, d = query.shape
         m, lv, p = attn.n_heads, attn.n_levels, attn.n_points
         value = attn.value_proj(value_in).masked_fill(pad[..., None], 0.0).view(n, -1, m, d // m)
         offsets = attn.sampling_offsets(query).view(n, lq, m, lv, p, 2)
         weights = attn.attention_weights(query).view(n, lq, m, lv * p).softmax(-1).view(n, lq, m, lv, p)
-        loc = ref_points[:, :, None, :, None, :] + offsets / shapes.flip(-1).to(offsets.dtype)[None, None, None, :, None, :]
+        loc = (
+            ref_points[:, :, None, :, None, :]
+            + offsets / shapes.flip(-1).to(offsets.dtype)[None, None, None, :, None, :]
+        )
         return attn.output_proj(reference(value, shapes, loc, weights))
+
     return forward
 
 
@@ -220,24 +235,31 @@ def bench_op_case(name: str, size: int, kind: str, device: torch.device, reps: i
     with torch.no_grad():
         value = attn.value_proj(value_in).view(n, s, m, d // m)
         offsets = attn.sampling_offsets(query).view(n, lq, m, lv, p, 2)
-        loc = ref_points[:, :, None, :, None, :] + offsets / shapes.flip(-1).to(offsets.dtype)[None, None, None, :, None, :]
+        loc = (
+            ref_points[:, :, None, :, None, :]
+            + offsets / shapes.flip(-1).to(offsets.dtype)[None, None, None, :, None, :]
+        )
         weights = attn.attention_weights(query).view(n, lq, m, lv * p).softmax(-1).view(n, lq, m, lv, p)
     ref_module = _reference_module(attn, reference)
 
     def op_step(op: Callable) -> Callable[[], None]:
         def step() -> None:
-            v, l, w = (t.detach().requires_grad_(True) for t in (value, loc, weights))
-            op(v, shapes, l, w).sum().backward()
+            v, loc_, w = (t.detach().requires_grad_(True) for t in (value, loc, weights))
+            op(v, shapes, loc_, w).sum().backward()
+
         return step
 
     def module_step(forward: Callable) -> Callable[[], None]:
         def step() -> None:
             forward(query, ref_points, value_in.detach().requires_grad_(True), shapes, pad).sum().backward()
+
         return step
 
     steps = {
-        "ours_op": op_step(deform_attn.ms_deform_attn), "ref_op": op_step(reference),
-        "ours_module": module_step(attn), "ref_module": module_step(ref_module),
+        "ours_op": op_step(deform_attn.ms_deform_attn),
+        "ref_op": op_step(reference),
+        "ours_module": module_step(attn),
+        "ref_module": module_step(ref_module),
     }
     for step in steps.values():  # warm-up, and the inner count that makes a sample >= ~20 ms
         step()
@@ -255,10 +277,22 @@ def bench_op_case(name: str, size: int, kind: str, device: torch.device, reps: i
             times[key].append((time.perf_counter() - t0) / inner)
     med = {k: statistics.median(v) for k, v in times.items()}
     with torch.no_grad():
-        diff = (deform_attn.ms_deform_attn(value, shapes, loc, weights) - reference(value, shapes, loc, weights)).abs().max().item()
+        diff = (
+            (deform_attn.ms_deform_attn(value, shapes, loc, weights) - reference(value, shapes, loc, weights))
+            .abs()
+            .max()
+            .item()
+        )
     return {
-        "preset": name, "kind": kind, "image_size": size, "batch": n, "levels": shapes_list, "queries": lq,
-        "tokens": s, "inner": inner, "reps": reps,
+        "preset": name,
+        "kind": kind,
+        "image_size": size,
+        "batch": n,
+        "levels": shapes_list,
+        "queries": lq,
+        "tokens": s,
+        "inner": inner,
+        "reps": reps,
         **{f"{k}_ms": round(v * 1e3, 3) for k, v in med.items()},
         "op_ratio": round(med["ours_op"] / med["ref_op"], 3),
         "module_ratio": round(med["ours_module"] / med["ref_module"], 3),
@@ -287,16 +321,30 @@ def main() -> None:
     sizes = {"tiny": args.tiny_size, "paper": args.paper_size, "paper-single-scale": args.paper_size}
     presets = args.presets.split(",")
     load_before = os.getloadavg()
-    op_cases = [] if reference is None else [
-        bench_op_case(n, sizes[n], kind, device, args.op_reps, reference) for n in presets for kind in ("encoder", "decoder")
-    ]
+    op_cases = (
+        []
+        if reference is None
+        else [
+            bench_op_case(n, sizes[n], kind, device, args.op_reps, reference)
+            for n in presets
+            for kind in ("encoder", "decoder")
+        ]
+    )
     results = [] if args.op_only else [bench_preset(n, sizes[n], device, args.reps, reference) for n in presets]
-    print(json.dumps({
-        "bench": "detector", "device": str(device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "reference": ref_status,
-        "loadavg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        "op_cases": op_cases, "results": results,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "detector",
+                "device": str(device),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "reference": ref_status,
+                "loadavg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+                "op_cases": op_cases,
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

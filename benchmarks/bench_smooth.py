@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 from ensemble_boxes import weighted_boxes_fusion
 
-from priors import BoxSet, box_smooth
+from joindet.priors import BoxSet, box_smooth
+from joindet.priors.smooth import MOMENTUM
 
 
 def make_inputs(n_images: int, per_image: int, seed: int = 0) -> tuple[BoxSet, BoxSet]:
@@ -28,7 +29,9 @@ def make_inputs(n_images: int, per_image: int, seed: int = 0) -> tuple[BoxSet, B
     fresh_s = rng.uniform(0.05, 0.4, (n_images, per_image, 2))
     fresh = np.concatenate([fresh_c - fresh_s / 2, fresh_c + fresh_s / 2], -1)
     jitter = prev + rng.normal(0, 0.015, prev.shape)
-    jitter = np.concatenate([np.minimum(jitter[..., :2], jitter[..., 2:]), np.maximum(jitter[..., :2], jitter[..., 2:])], -1)
+    jitter = np.concatenate(
+        [np.minimum(jitter[..., :2], jitter[..., 2:]), np.maximum(jitter[..., :2], jitter[..., 2:])], -1
+    )
     cur = np.where(rng.uniform(size=(n_images, per_image, 1)) < 0.7, jitter, fresh)
     ids = np.repeat(np.arange(n_images), per_image)
     return (
@@ -46,9 +49,12 @@ def _reference(prev: BoxSet, cur: BoxSet, images: range, m: float, thr: float) -
         for i in images:
             p, c = slice(po[i], po[i + 1]), slice(co[i], co[i + 1])
             b, _, _ = weighted_boxes_fusion(
-                [prev.boxes[p], cur.boxes[c]], [prev.scores[p], cur.scores[c]],
+                [prev.boxes[p], cur.boxes[c]],
+                [prev.scores[p], cur.scores[c]],
                 [np.zeros(po[i + 1] - po[i]), np.zeros(co[i + 1] - co[i])],
-                weights=[m, 1 - m], iou_thr=thr, skip_box_thr=0.0,
+                weights=[m, 1 - m],
+                iou_thr=thr,
+                skip_box_thr=0.0,
             )
             refs.append(b)
     return refs
@@ -58,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--per-image", type=int, default=30)
-    parser.add_argument("--momentum", type=float, default=0.45)
+    parser.add_argument("--momentum", type=float, default=MOMENTUM)
     parser.add_argument("--iou-thr", type=float, default=0.55)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     args = parser.parse_args()
@@ -93,16 +99,25 @@ def main() -> None:
         a = mine[np.lexsort(mine.T[::-1])]
         r = ref[np.lexsort(ref.T[::-1])]
         worst = max(worst, float(np.abs(a - r).max()) if len(a) else 0.0)
-    print(json.dumps({
-        "bench": "box_smooth", "images": args.images, "boxes_per_image": 2 * args.per_image,
-        "rounds": args.rounds, "box_smooth_s_median": round(float(np.median(ours_times)), 4),
-        "ensemble_boxes_s_all_images": round(float(np.median([t * r for t, r in zip(ours_times, ratios)])), 3),
-        "speedup_median": round(float(np.median(ratios)), 1),
-        "speedup_min": round(min(ratios), 1), "speedup_max": round(max(ratios), 1),
-        "cpu_time_speedup_median": round(float(np.median(cpu_ratios)), 1),
-        "images_with_different_box_count": mismatched, "max_abs_coord_diff": worst,
-        "load_avg_1min": round(os.getloadavg()[0], 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "box_smooth",
+                "images": args.images,
+                "boxes_per_image": 2 * args.per_image,
+                "rounds": args.rounds,
+                "box_smooth_s_median": round(float(np.median(ours_times)), 4),
+                "ensemble_boxes_s_all_images": round(float(np.median([t * r for t, r in zip(ours_times, ratios)])), 3),
+                "speedup_median": round(float(np.median(ratios)), 1),
+                "speedup_min": round(min(ratios), 1),
+                "speedup_max": round(max(ratios), 1),
+                "cpu_time_speedup_median": round(float(np.median(cpu_ratios)), 1),
+                "images_with_different_box_count": mismatched,
+                "max_abs_coord_diff": worst,
+                "load_avg_1min": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

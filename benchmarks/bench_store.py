@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from priors import BoxSet, PriorStore, write_images_table
-from priors.coco_io import export_coco_results
+from joindet.priors import BoxSet, PriorStore, write_images_table
+from joindet.priors.coco_io import export_coco_results
 
 
 def make_boxes(n_images: int, per_image: int, seed: int = 0) -> tuple[BoxSet, pa.Table]:
@@ -34,11 +34,17 @@ def make_boxes(n_images: int, per_image: int, seed: int = 0) -> tuple[BoxSet, pa
     xy = rng.random((n, 2), dtype=np.float32) * 0.7
     wh = rng.random((n, 2), dtype=np.float32) * 0.3
     ids = np.repeat(np.arange(n_images, dtype=np.int64), per_image)
-    bs = BoxSet.from_arrays(ids, np.concatenate([xy, xy + wh], 1), rng.random(n, dtype=np.float32),
-                            "smoothed", assume_sorted=True)
-    images = pa.table({"image_id": np.arange(n_images, dtype=np.int64),
-                       "file": [f"{i:012d}.jpg" for i in range(n_images)],
-                       "width": np.full(n_images, 640, np.int32), "height": np.full(n_images, 480, np.int32)})
+    bs = BoxSet.from_arrays(
+        ids, np.concatenate([xy, xy + wh], 1), rng.random(n, dtype=np.float32), "smoothed", assume_sorted=True
+    )
+    images = pa.table(
+        {
+            "image_id": np.arange(n_images, dtype=np.int64),
+            "file": [f"{i:012d}.jpg" for i in range(n_images)],
+            "width": np.full(n_images, 640, np.int32),
+            "height": np.full(n_images, 480, np.int32),
+        }
+    )
     return bs, images
 
 
@@ -109,8 +115,11 @@ def run(n_images: int, per_image: int, lookups: int, workdir: Path) -> dict:
         "size_ratio_json_over_parquet": round(json_bytes / parquet_bytes, 2),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
-        "targets_met": {"read_le_0.5s": read_s <= 0.5, "read_ge_30x": json_read_s / read_s >= 30,
-                        "file_ge_5x_smaller": json_bytes / parquet_bytes >= 5},
+        "targets_met": {
+            "read_le_0.5s": read_s <= 0.5,
+            "read_ge_30x": json_read_s / read_s >= 30,
+            "file_ge_5x_smaller": json_bytes / parquet_bytes >= 5,
+        },
     }
 
 

@@ -24,17 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import make_config
-from pipeline.data import open_dataset
-from pipeline.data.synthetic import SyntheticSpec, generate_synthetic
-from pipeline.distributed import DistInfo
-from pipeline.progress import NULL_PROGRESS
-from pipeline.stages.evaluate import coco_metrics, detections_array, model_proposals
-from pipeline.stages.image_batches import ImageBatches
-from pipeline.stages.train_loop import build_train_parts, make_loader, run_epoch
-from pipeline.training_data import PriorTrainingSet
-from priors import random_crops
-from priors.coco_io import read_coco
+from joindet.pipeline.config import make_config
+from joindet.pipeline.data import open_dataset
+from joindet.pipeline.data.synthetic import SyntheticSpec, generate_synthetic
+from joindet.pipeline.distributed import DistInfo
+from joindet.pipeline.progress import NULL_PROGRESS
+from joindet.pipeline.stages.evaluate import coco_metrics, detections_array, model_proposals
+from joindet.pipeline.stages.image_batches import ImageBatches
+from joindet.pipeline.stages.train_loop import build_train_parts, make_loader, run_epoch
+from joindet.pipeline.training_data import PriorTrainingSet
+from joindet.priors import random_crops
+from joindet.priors.coco_io import read_coco
 
 
 def proposal_metrics(model: torch.nn.Module, dataset, ids: np.ndarray, size: int) -> dict[str, float]:
@@ -67,22 +67,41 @@ def main() -> None:
     torch.manual_seed(args.seed)
     info = DistInfo()
     parts = build_train_parts(cfg, info)
-    dataset = PriorTrainingSet(train, train.image_ids(), read_coco(train.coco_ground_truth(), train.index()).boxes, parts.transforms, seed=args.seed)
+    dataset = PriorTrainingSet(
+        train,
+        train.image_ids(),
+        read_coco(train.coco_ground_truth(), train.index()).boxes,
+        parts.transforms,
+        seed=args.seed,
+    )
     val_ids, train_ids = val.image_ids(), train.image_ids()[:32]
     crops = random_crops(val_ids, 100, seed=args.seed)
     chance = coco_metrics(val.coco_ground_truth(), detections_array(crops, val.index()))
-    print(json.dumps({"setting": "chance (100 random crops per image, val)", "AR@100": round(float(chance["AR@100"]), 4)}), flush=True)
+    print(
+        json.dumps(
+            {"setting": "chance (100 random crops per image, val)", "AR@100": round(float(chance["AR@100"]), 4)}
+        ),
+        flush=True,
+    )
     t0 = time.perf_counter()
     for epoch in range(args.epochs):
         stats = run_epoch(parts, make_loader(dataset, cfg.train, info, epoch), info, NULL_PROGRESS)
         parts.scheduler.step()
         if (epoch + 1) % args.every == 0 or epoch == args.epochs - 1:
-            print(json.dumps({
-                "overrides": args.set, "images": args.images, "epoch": epoch, "loss": round(stats.loss, 3),
-                "seconds": round(time.perf_counter() - t0, 1),
-                "val": proposal_metrics(parts.model, val, val_ids, args.size),
-                "train": proposal_metrics(parts.model, train, train_ids, args.size),
-            }), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "overrides": args.set,
+                        "images": args.images,
+                        "epoch": epoch,
+                        "loss": round(stats.loss, 3),
+                        "seconds": round(time.perf_counter() - t0, 1),
+                        "val": proposal_metrics(parts.model, val, val_ids, args.size),
+                        "train": proposal_metrics(parts.model, train, train_ids, args.size),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

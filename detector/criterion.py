@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
-from detector.matcher import HungarianMatcher, build_matcher
-from detector.presets import DetectorConfig
+from joindet.detector.matcher import HungarianMatcher, build_matcher
+from joindet.detector.presets import DetectorConfig
 
 
 def softmax_focal_loss(logits: Tensor, target: Tensor, alpha: float, gamma: float) -> Tensor:

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 #: From this many value elements (N * S * d) on, MSDeformAttn projects the value channel-first.
 #: Below it the transposing copy it saves is negligible and the batched projection adds small
 #: ops (tiny preset, N * S * d = 3200: no gain measurable); the paper preset has ~2.8M.
@@ -59,8 +58,10 @@ def ms_deform_attn(
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape
     shapes = tuple((int(h), int(w)) for h, w in spatial_shapes.tolist())
     if sum(h * w for h, w in shapes) != s:
-        raise ValueError(f"ms_deform_attn: value has {s} tokens but spatial_shapes {shapes} sum to "
-                         f"{sum(h * w for h, w in shapes)}; pass the shapes of the levels flattened into value.")
+        raise ValueError(
+            f"ms_deform_attn: value has {s} tokens but spatial_shapes {shapes} sum to "
+            f"{sum(h * w for h, w in shapes)}; pass the shapes of the levels flattened into value."
+        )
     # Coordinates stay in float32 at least: half precision cannot address pixels of large maps.
     dtype = torch.promote_types(sampling_locations.dtype, torch.float32)
     # [N*M, Dh, S]: a view when value is a head-split view of a channel-first [N, M*Dh, S]

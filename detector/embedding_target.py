@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert, roi_align
 
-from detector.presets import DetectorConfig
+from joindet.detector.presets import DetectorConfig
 
 
 def boxes_to_pixels(boxes_list: list[Tensor], pad_mask: Tensor) -> list[Tensor]:

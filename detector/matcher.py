@@ -7,7 +7,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
-from detector.presets import DetectorConfig
+from joindet.detector.presets import DetectorConfig
 
 
 def class_cost(logits: Tensor, labels: Tensor, loss: str, alpha: float, gamma: float) -> Tensor:
@@ -41,8 +41,13 @@ class HungarianMatcher(nn.Module):
     """
 
     def __init__(
-        self, cost_class: float = 2.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
-        loss: str = "focal", focal_alpha: float = 0.25, focal_gamma: float = 2.0,
+        self,
+        cost_class: float = 2.0,
+        cost_bbox: float = 5.0,
+        cost_giou: float = 2.0,
+        loss: str = "focal",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
     ) -> None:
         super().__init__()
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou

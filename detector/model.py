@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detector.backbone import Backbone, downsample_mask, sine_position_encoding
-from detector.presets import DetectorConfig
-from detector.transformer import DeformableTransformer
-from detector.weights import load_backbone_weights
+from joindet.detector.backbone import Backbone, downsample_mask, sine_position_encoding
+from joindet.detector.presets import DetectorConfig
+from joindet.detector.transformer import DeformableTransformer
+from joindet.detector.weights import load_backbone_weights
 
 
 class MLP(nn.Module):
@@ -56,7 +56,7 @@ class JoinDetModel(nn.Module):
         self.backbone = Backbone(cfg.backbone, freeze=cfg.freeze_backbone)
         channels = cfg.backbone_channels
         self.n_backbone_levels = min(n_levels, 3)
-        used = channels[3 - self.n_backbone_levels:]
+        used = channels[3 - self.n_backbone_levels :]
         groups = math.gcd(32, d)
         projections = [nn.Sequential(nn.Conv2d(c, d, 1), nn.GroupNorm(groups, d)) for c in used]
         in_ch = channels[-1]
@@ -69,8 +69,15 @@ class JoinDetModel(nn.Module):
             nn.init.zeros_(proj[0].bias)
 
         self.transformer = DeformableTransformer(
-            d, cfg.n_heads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward, cfg.dropout,
-            n_levels, cfg.n_points, cfg.num_queries,
+            d,
+            cfg.n_heads,
+            cfg.enc_layers,
+            cfg.dec_layers,
+            cfg.dim_feedforward,
+            cfg.dropout,
+            n_levels,
+            cfg.n_points,
+            cfg.num_queries,
         )
         self.class_embed = nn.Linear(d, cfg.num_classes)  # f_cls
         self.bbox_embed = MLP(d, cfg.head_hidden, 4, 3)  # f_box
@@ -92,11 +99,11 @@ class JoinDetModel(nn.Module):
         return c5.permute(0, 2, 3, 1), ~mask
 
     def _levels(self, images: Tensor, pad_mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        feats = self.backbone(images, pad_mask)[3 - self.n_backbone_levels:]
+        feats = self.backbone(images, pad_mask)[3 - self.n_backbone_levels :]
         srcs = [proj(f) for proj, (f, _) in zip(self.input_proj, feats)]
         masks = [m for _, m in feats]
         last = feats[-1][0]
-        for proj in self.input_proj[len(feats):]:
+        for proj in self.input_proj[len(feats) :]:
             src = proj(last if len(srcs) == len(feats) else srcs[-1])
             srcs.append(src)
             masks.append(downsample_mask(pad_mask, tuple(src.shape[-2:])))
@@ -112,16 +119,14 @@ class JoinDetModel(nn.Module):
         centre = delta[..., :2] + inverse_sigmoid(reference)[None]
         boxes = torch.cat([centre, delta[..., 2:]], -1).sigmoid()
         embs = self.emb_embed(hs)
-        layers = [
-            {"pred_logits": logits[i], "pred_boxes": boxes[i], "pred_embs": embs[i]} for i in range(hs.shape[0])
-        ]
+        layers = [{"pred_logits": logits[i], "pred_boxes": boxes[i], "pred_embs": embs[i]} for i in range(hs.shape[0])]
         out = dict(layers[-1])
         out["aux_outputs"] = layers[:-1]
         level = self.attention_level % len(masks)
         sizes = (shapes[:, 0] * shapes[:, 1]).tolist()
         start = sum(sizes[:level])
         h, w = shapes[level].tolist()
-        out["enc_features"] = memory[:, start:start + h * w].reshape(memory.shape[0], h, w, -1)
+        out["enc_features"] = memory[:, start : start + h * w].reshape(memory.shape[0], h, w, -1)
         out["enc_valid"] = ~masks[level]
         return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from detector.presets import DetectorConfig
+from joindet.detector.presets import DetectorConfig
 
 #: parameters trained at ``lr * lr_linear_proj_mult``: where deformable attention samples.
 _SLOW = ("sampling_offsets", "reference_points")

@@ -27,7 +27,4 @@ def postprocess(outputs: dict, top_k: int = 100) -> list[dict[str, Tensor]]:
     boxes = box_convert(outputs["pred_boxes"].float(), "cxcywh", "xyxy").clamp(0.0, 1.0)
     k = min(top_k, fg.shape[1])
     scores, idx = fg.topk(k, dim=1)
-    return [
-        {"scores": scores[i], "boxes": boxes[i, idx[i]], "labels": labels[i, idx[i]]}
-        for i in range(fg.shape[0])
-    ]
+    return [{"scores": scores[i], "boxes": boxes[i, idx[i]], "labels": labels[i, idx[i]]} for i in range(fg.shape[0])]

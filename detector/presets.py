@@ -76,7 +76,6 @@ class DetectorConfig:
     weight_decay: float = 1e-4
     clip_max_norm: float = 0.1
     lr_drop_epoch: int = 40
-    epochs: int = 50
     # image sizes (pixels)
     train_size: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
     max_size: int = 1333
@@ -85,8 +84,7 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if self.backbone not in RESNET_CHANNELS:
             raise ValueError(
-                f"DetectorConfig.backbone={self.backbone!r} is not supported; "
-                f"use one of {sorted(RESNET_CHANNELS)}."
+                f"DetectorConfig.backbone={self.backbone!r} is not supported; use one of {sorted(RESNET_CHANNELS)}."
             )
         if self.emb_target not in EMB_TARGETS:
             raise ValueError(
@@ -95,22 +93,16 @@ class DetectorConfig:
         if self.loss not in LOSSES:
             raise ValueError(f"DetectorConfig.loss={self.loss!r} is not supported; use one of {LOSSES}.")
         if not 1 <= self.num_feature_levels <= 4:
-            raise ValueError(
-                f"DetectorConfig.num_feature_levels={self.num_feature_levels} must be between 1 and 4."
-            )
+            raise ValueError(f"DetectorConfig.num_feature_levels={self.num_feature_levels} must be between 1 and 4.")
         if not -self.num_feature_levels <= self.attention_level < self.num_feature_levels:
             raise ValueError(
                 f"DetectorConfig.attention_level={self.attention_level} must index one of the "
                 f"{self.num_feature_levels} feature levels (-1 = coarsest, 0 = finest)."
             )
         if self.d_model % self.n_heads:
-            raise ValueError(
-                f"DetectorConfig.d_model={self.d_model} must be divisible by n_heads={self.n_heads}."
-            )
+            raise ValueError(f"DetectorConfig.d_model={self.d_model} must be divisible by n_heads={self.n_heads}.")
         if self.num_classes < 2:
-            raise ValueError(
-                f"DetectorConfig.num_classes={self.num_classes} must be >= 2 (index 0 is background)."
-            )
+            raise ValueError(f"DetectorConfig.num_classes={self.num_classes} must be >= 2 (index 0 is background).")
 
     @property
     def backbone_channels(self) -> tuple[int, int, int]:
@@ -127,7 +119,7 @@ class DetectorConfig:
         c3, _, c5 = self.backbone_channels
         return c3 if self.emb_target == "crop" else c5
 
-    def with_(self, **changes: object) -> "DetectorConfig":
+    def with_(self, **changes: object) -> DetectorConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
@@ -171,10 +163,7 @@ def get_preset(name: str) -> DetectorConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise KeyError(
-            f"unknown detector preset {name!r}; choose one of {', '.join(sorted(PRESETS))}."
-        ) from None
+        raise KeyError(f"unknown detector preset {name!r}; choose one of {', '.join(sorted(PRESETS))}.") from None
 
 
 __all__ = ["DetectorConfig", "PRESETS", "get_preset", "RESNET_CHANNELS", "EMB_TARGETS", "LOSSES"]
-

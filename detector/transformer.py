@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from detector.deform_attn import MSDeformAttn
+from joindet.detector.deform_attn import MSDeformAttn
 
 
 def valid_ratios(masks: list[Tensor]) -> Tensor:
@@ -101,8 +101,16 @@ class DeformableTransformer(nn.Module):
     """
 
     def __init__(
-        self, d: int, n_heads: int, enc_layers: int, dec_layers: int, d_ffn: int, dropout: float,
-        n_levels: int, n_points: int, num_queries: int,
+        self,
+        d: int,
+        n_heads: int,
+        enc_layers: int,
+        dec_layers: int,
+        d_ffn: int,
+        dropout: float,
+        n_levels: int,
+        n_points: int,
+        num_queries: int,
     ) -> None:
         super().__init__()
         self.encoder = nn.ModuleList(
@@ -124,9 +132,7 @@ class DeformableTransformer(nn.Module):
         shapes = torch.tensor([s.shape[-2:] for s in srcs], dtype=torch.long, device=srcs[0].device)
         src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         pad = torch.cat([m.flatten(1) for m in masks], 1)
-        pos = torch.cat(
-            [p.flatten(2).transpose(1, 2) + self.level_embed[lvl] for lvl, p in enumerate(pos_embeds)], 1
-        )
+        pos = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[lvl] for lvl, p in enumerate(pos_embeds)], 1)
         ratios = valid_ratios(masks)
 
         memory = src

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import click
 
-from flows.cli_data import data
-from flows.cli_eval import eval_group
-from flows.cli_flow import flow_group
-from flows.cli_options import prefect_environment
-from flows.cli_priors import priors_group
-from flows.cli_report import report_cmd
-from flows.cli_runs import runs_group
-from flows.cli_stage import stage_group
+from joindet.flows.cli_data import data
+from joindet.flows.cli_eval import eval_group
+from joindet.flows.cli_flow import flow_group
+from joindet.flows.cli_options import prefect_environment
+from joindet.flows.cli_priors import priors_group
+from joindet.flows.cli_report import report_cmd
+from joindet.flows.cli_runs import runs_group
+from joindet.flows.cli_stage import stage_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

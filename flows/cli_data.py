@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from flows.cli_errors import clean_errors
+from joindet.flows.cli_errors import clean_errors
 
 # pipeline.data imports torch; the commands import it when they run so that `joindet --help` is fast.
 DATASET_CHOICES = ("synthetic", "coco", "voc", "imagenet", "coco-json", "folder")
@@ -20,7 +20,9 @@ def data() -> None:
 @data.command("synth")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--images", default=96, show_default=True, type=click.IntRange(min=1), help="Training images.")
-@click.option("--val-images", default=None, type=click.IntRange(min=0), help="Validation images [default: a third of --images].")
+@click.option(
+    "--val-images", default=None, type=click.IntRange(min=0), help="Validation images [default: a third of --images]."
+)
 @click.option("--size", default=160, show_default=True, type=click.IntRange(min=16), help="Image side in pixels.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same dataset.")
 @click.option("--format", "image_format", default="jpg", show_default=True, type=click.Choice(["jpg", "png"]))
@@ -31,7 +33,7 @@ def synth(out: Path, images: int, val_images: int | None, size: int, seed: int, 
     OUT/train, OUT/val and OUT/annotations/instances_{train,val}.json; use it with
     --dataset synthetic --data-root OUT (or --dataset coco-json).
     """
-    from pipeline.data import generate_synthetic
+    from joindet.pipeline.data import generate_synthetic
 
     generate_synthetic(out, images, size, seed, val_images=val_images, image_format=image_format)
     n_val = max(1, images // 3) if val_images is None else val_images
@@ -40,15 +42,19 @@ def synth(out: Path, images: int, val_images: int | None, size: int, seed: int, 
 
 @data.command("check")
 @click.option("--dataset", "name", required=True, type=click.Choice(DATASET_CHOICES), help="Dataset name.")
-@click.option("--data-root", type=click.Path(path_type=Path), default=None, help="Dataset root (else $JOINDET_DATA/<name>).")
+@click.option(
+    "--data-root", type=click.Path(path_type=Path), default=None, help="Dataset root (else $JOINDET_DATA/<name>)."
+)
 @click.option("--split", default="train", show_default=True)
 @click.option("--annotations", type=click.Path(path_type=Path), default=None, help="COCO JSON (coco-json).")
 @click.option("--class-list", type=click.Path(path_type=Path), default=None, help="Class folders to keep (imagenet).")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Decode only the first N images.")
 @clean_errors
-def check(name: str, data_root: Path | None, split: str, annotations: Path | None, class_list: Path | None, limit: int | None) -> None:
+def check(
+    name: str, data_root: Path | None, split: str, annotations: Path | None, class_list: Path | None, limit: int | None
+) -> None:
     """Open a dataset, decode its images, and list those that would be quarantined."""
-    from pipeline.data import ImageLoadError, open_dataset
+    from joindet.pipeline.data import ImageLoadError, open_dataset
 
     ds = open_dataset(name, root=data_root, split=split, annotations=annotations, class_list=class_list)
     ids = ds.image_ids()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from flows.cli_errors import clean_errors
-from flows.cli_options import emit_json
-from flows.reports import numeric_leaves
+from joindet.flows.cli_errors import clean_errors
+from joindet.flows.cli_options import emit_json
+from joindet.flows.reports import numeric_leaves
 
 
 def metric_lines(metrics: dict) -> list[str]:
@@ -26,8 +26,8 @@ def eval_group() -> None:
 @clean_errors
 def proposals_cmd(run_path: str, epoch: int | None, split: str | None, as_json: bool) -> None:
     """Class-agnostic proposals of a checkpoint of RUN, scored against ground truth."""
-    from pipeline import stages
-    from pipeline.run_dir import RunDir
+    from joindet.pipeline import stages
+    from joindet.pipeline.run_dir import RunDir
 
     metrics = stages.evaluate_proposals(RunDir.open(run_path), epoch=epoch, split=split)
     emit_json(metrics) if as_json else click.echo("\n".join(metric_lines(metrics)))
@@ -35,15 +35,24 @@ def proposals_cmd(run_path: str, epoch: int | None, split: str | None, as_json: 
 
 @eval_group.command("priors")
 @click.argument("run_path", metavar="RUN", type=click.Path())
-@click.option("--version", "versions", type=click.IntRange(min=0), multiple=True, help="Versions (repeatable; default: all).")
-@click.option("--kind", "kinds", type=click.Choice(["region", "instance", "smoothed"]), multiple=True,
-              help="Kinds of boxes (repeatable; default: smoothed).")
+@click.option(
+    "--version", "versions", type=click.IntRange(min=0), multiple=True, help="Versions (repeatable; default: all)."
+)
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(["region", "instance", "smoothed"]),
+    multiple=True,
+    help="Kinds of boxes (repeatable; default: smoothed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @clean_errors
 def priors_cmd(run_path: str, versions: tuple[int, ...], kinds: tuple[str, ...], as_json: bool) -> None:
     """The committed prior versions of RUN, scored against the dataset's ground truth."""
-    from pipeline import stages
-    from pipeline.run_dir import RunDir
+    from joindet.pipeline import stages
+    from joindet.pipeline.run_dir import RunDir
 
-    metrics = stages.evaluate_priors(RunDir.open(run_path), versions=list(versions) or None, kinds=tuple(kinds) or ("smoothed",))
+    metrics = stages.evaluate_priors(
+        RunDir.open(run_path), versions=list(versions) or None, kinds=tuple(kinds) or ("smoothed",)
+    )
     emit_json(metrics) if as_json else click.echo("\n".join(metric_lines(metrics)))

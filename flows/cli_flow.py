@@ -8,12 +8,19 @@ from typing import Any
 
 import click
 
-from flows.cli_errors import clean_errors
-from flows.cli_options import (
-    emit_json, output_options, prefect_environment, quiet_prefect, runner_choice, runner_options, set_option, stderr,
+from joindet.flows.cli_errors import clean_errors
+from joindet.flows.cli_options import (
+    emit_json,
+    output_options,
+    prefect_environment,
+    quiet_prefect,
+    runner_choice,
+    runner_options,
+    set_option,
+    stderr,
 )
-from flows.reports import format_report, numeric_leaves
-from flows.runners import RunnerChoice
+from joindet.flows.reports import format_report, numeric_leaves
+from joindet.flows.runners import RunnerChoice
 
 
 def default_run_dir(dataset: str, preset: str, now: _dt.datetime | None = None) -> Path:
@@ -22,22 +29,24 @@ def default_run_dir(dataset: str, preset: str, now: _dt.datetime | None = None) 
     return Path("runs") / f"{dataset}-{preset}-{stamp}"
 
 
-def execute_pretrain(run: Any, choice: RunnerChoice, nproc_per_node: int = 1, quiet: bool = False,
-                     use_prefect: bool = True) -> dict[str, Any]:
+def execute_pretrain(
+    run: Any, choice: RunnerChoice, nproc_per_node: int = 1, quiet: bool = False, use_prefect: bool = True
+) -> dict[str, Any]:
     """Take the run's writer lock (refused clearly when another writer holds it), then pretrain.
 
     Returns ``PretrainReport.to_dict()``.
     """
     quiet_prefect(quiet)
-    from flows.pretrain import PlainSteps, drive_pretrain, pretrain_flow
-    from flows.progress_bars import RichProgress
+    from joindet.flows.pretrain import PlainSteps, pretrain_flow
+    from joindet.flows.progress_bars import RichProgress
+    from joindet.pipeline.pretrain import drive_pretrain
 
     with run.lock():
         if not use_prefect:
             steps = PlainSteps(RichProgress(quiet=quiet), threads=choice.thread_count(), nproc_per_node=nproc_per_node)
             return drive_pretrain(run, steps).to_dict()
         prefect_environment()
-        from flows.runners import build_task_runner
+        from joindet.flows.runners import build_task_runner
 
         configured = pretrain_flow.with_options(task_runner=build_task_runner(choice))
         return configured(run_path=str(run.path), nproc_per_node=nproc_per_node, quiet=quiet, lock_held=True)
@@ -61,22 +70,44 @@ def flow_run() -> None:
 
 
 @flow_run.command("pretrain")
-@click.option("--dataset", default="synthetic", show_default=True, help="synthetic, coco, voc, imagenet, folder, coco-json.")
-@click.option("--data-root", default=None, type=click.Path(), help="Dataset location (default: $JOINDET_DATA or the dataset's own).")
+@click.option(
+    "--dataset", default="synthetic", show_default=True, help="synthetic, coco, voc, imagenet, folder, coco-json."
+)
+@click.option(
+    "--data-root",
+    default=None,
+    type=click.Path(),
+    help="Dataset location (default: $JOINDET_DATA or the dataset's own).",
+)
 @click.option("--preset", default="tiny", show_default=True, help="Run preset: tiny, paper, paper-single-scale.")
-@click.option("--run-dir", default=None, type=click.Path(), help="Run directory (default: runs/<dataset>-<preset>-<timestamp>).")
+@click.option(
+    "--run-dir", default=None, type=click.Path(), help="Run directory (default: runs/<dataset>-<preset>-<timestamp>)."
+)
 @click.option("--shards", type=click.IntRange(min=1), default=None, help="Mining shards per version (mine.shards).")
 @click.option("--force", is_flag=True, help="Replace the configuration of an existing run directory (where safe).")
 @set_option
 @runner_options
 @output_options
 @clean_errors
-def pretrain_cmd(dataset: str, data_root: str | None, preset: str, run_dir: str | None, shards: int | None, force: bool,
-                 overrides: tuple[str, ...], workers: int | None, dask_address: str | None, threads: int | None,
-                 nproc_per_node: int, no_prefect: bool, quiet: bool, as_json: bool) -> None:
+def pretrain_cmd(
+    dataset: str,
+    data_root: str | None,
+    preset: str,
+    run_dir: str | None,
+    shards: int | None,
+    force: bool,
+    overrides: tuple[str, ...],
+    workers: int | None,
+    dask_address: str | None,
+    threads: int | None,
+    nproc_per_node: int,
+    no_prefect: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Pretrain a detector without labels; re-running the same command resumes it."""
-    from pipeline.config import make_config
-    from pipeline.run_dir import RunDir
+    from joindet.pipeline.config import make_config
+    from joindet.pipeline.run_dir import RunDir
 
     choice = runner_choice(workers, dask_address, threads, no_prefect)
     extra = [f"data.root={data_root}"] if data_root else []
@@ -91,17 +122,28 @@ def pretrain_cmd(dataset: str, data_root: str | None, preset: str, run_dir: str 
 
 @flow_group.command("resume")
 @click.argument("run_path", metavar="RUN", type=click.Path())
-@click.option("--force", is_flag=True, help="Accept a changed configuration (never a changed dataset once priors exist).")
+@click.option(
+    "--force", is_flag=True, help="Accept a changed configuration (never a changed dataset once priors exist)."
+)
 @set_option
 @runner_options
 @output_options
 @clean_errors
-def resume_cmd(run_path: str, force: bool, overrides: tuple[str, ...], workers: int | None,
-               dask_address: str | None, threads: int | None, nproc_per_node: int, no_prefect: bool,
-               quiet: bool, as_json: bool) -> None:
+def resume_cmd(
+    run_path: str,
+    force: bool,
+    overrides: tuple[str, ...],
+    workers: int | None,
+    dask_address: str | None,
+    threads: int | None,
+    nproc_per_node: int,
+    no_prefect: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Continue RUN with its own resolved config: finished stages are skipped by checking the store."""
-    from pipeline.config import RunConfig, apply_overrides
-    from pipeline.run_dir import RunDir
+    from joindet.pipeline.config import RunConfig, apply_overrides
+    from joindet.pipeline.run_dir import RunDir
 
     choice = runner_choice(workers, dask_address, threads, no_prefect)
     existing = RunDir.open(run_path)
@@ -114,24 +156,50 @@ def resume_cmd(run_path: str, force: bool, overrides: tuple[str, ...], workers: 
 
 
 @flow_run.command("finetune")
-@click.option("--init", "init_checkpoint", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Pretrained checkpoint (RUN/checkpoints/epoch-NNNN.pt); omit for the backbone-only baseline.")
-@click.option("--dataset", default="coco", show_default=True, help="Labelled dataset: coco, voc, synthetic, coco-json, ...")
+@click.option(
+    "--init",
+    "init_checkpoint",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Pretrained checkpoint (RUN/checkpoints/epoch-NNNN.pt); omit for the backbone-only baseline.",
+)
+@click.option(
+    "--dataset", default="coco", show_default=True, help="Labelled dataset: coco, voc, synthetic, coco-json, ..."
+)
 @click.option("--data-root", default=None, type=click.Path(), help="Dataset location.")
 @click.option("--preset", default="tiny", show_default=True, help="Run preset: tiny, paper, paper-single-scale.")
-@click.option("--fraction", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
-              help="Share of the labelled train split to use (finetune.fraction), e.g. 0.01.")
+@click.option(
+    "--fraction",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=None,
+    help="Share of the labelled train split to use (finetune.fraction), e.g. 0.01.",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the labelled subset (finetune.seed).")
-@click.option("--out-dir", default=None, type=click.Path(), help="Output directory (default: runs/finetune-<dataset>-<preset>-<timestamp>).")
+@click.option(
+    "--out-dir",
+    default=None,
+    type=click.Path(),
+    help="Output directory (default: runs/finetune-<dataset>-<preset>-<timestamp>).",
+)
 @set_option
 @click.option("--no-prefect", is_flag=True, help="Run in this process without Prefect.")
 @output_options
 @clean_errors
-def finetune_cmd(init_checkpoint: str | None, dataset: str, data_root: str | None, preset: str, fraction: float | None,
-                 seed: int | None, out_dir: str | None, overrides: tuple[str, ...], no_prefect: bool, quiet: bool,
-                 as_json: bool) -> None:
+def finetune_cmd(
+    init_checkpoint: str | None,
+    dataset: str,
+    data_root: str | None,
+    preset: str,
+    fraction: float | None,
+    seed: int | None,
+    out_dir: str | None,
+    overrides: tuple[str, ...],
+    no_prefect: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Finetune a pretrained checkpoint on labelled data and report COCO AP; re-running resumes."""
-    from pipeline.config import make_config
+    from joindet.pipeline.config import make_config
 
     extra = [f"data.root={data_root}"] if data_root else []
     extra += [f"finetune.fraction={fraction}"] if fraction is not None else []
@@ -141,19 +209,23 @@ def finetune_cmd(init_checkpoint: str | None, dataset: str, data_root: str | Non
     if not quiet:
         stderr(f"finetune directory: {path}")
     if no_prefect:
-        from flows.finetune import run_finetune
-        from flows.progress_bars import RichProgress
+        from joindet.flows.finetune import run_finetune
+        from joindet.flows.progress_bars import RichProgress
 
         result = run_finetune(path, init_checkpoint, cfg, RichProgress(quiet=quiet))
     else:
         quiet_prefect(quiet)
-        from flows.finetune import finetune_flow
+        from joindet.flows.finetune import finetune_flow
 
         result = finetune_flow(out_dir=str(path), init_checkpoint=init_checkpoint, config=cfg.to_dict(), quiet=quiet)
     if as_json:
         emit_json(result)
         return
-    from flows.progress_bars import format_summary
+    from joindet.flows.progress_bars import format_summary
 
-    click.echo(format_summary("finetune", numeric_leaves(result.get("summary", {}).get("metrics", {})) or result.get("summary")))
+    click.echo(
+        format_summary(
+            "finetune", numeric_leaves(result.get("summary", {}).get("metrics", {})) or result.get("summary")
+        )
+    )
     click.echo(f"Next:\n  joindet eval proposals {path}\n  ls {path}/metrics")

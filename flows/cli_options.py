@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from flows.runners import RunnerChoice
+from joindet.flows.runners import RunnerChoice
 
 
 def prefect_environment() -> None:
@@ -28,7 +29,10 @@ def quiet_prefect(quiet: bool) -> None:
 
 def set_option(func: Callable) -> Callable:
     return click.option(
-        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
         help="Override one config field (repeatable), e.g. --set schedule.epochs=4 --set priors.momentum=0.5.",
     )(func)
 
@@ -36,16 +40,34 @@ def set_option(func: Callable) -> Callable:
 def runner_options(func: Callable) -> Callable:
     """--workers / --dask-address / --threads / --nproc-per-node / --no-prefect."""
     opts = [
-        click.option("--workers", type=click.IntRange(min=1), default=None,
-                     help="Mine on a local Dask cluster of N worker processes (prefect-dask)."),
-        click.option("--dask-address", default=None, metavar="tcp://HOST:PORT",
-                     help="Mine on an existing Dask cluster; the run directory must be shared storage."),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="Threads of the default (thread-pool) runner; default: one per CPU core."),
-        click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Train with torchrun on G processes (DDP: gloo on CPU, nccl on GPU)."),
-        click.option("--no-prefect", is_flag=True,
-                     help="Run the same steps in this process without Prefect (no server, no UI)."),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Mine on a local Dask cluster of N worker processes (prefect-dask).",
+        ),
+        click.option(
+            "--dask-address",
+            default=None,
+            metavar="tcp://HOST:PORT",
+            help="Mine on an existing Dask cluster; the run directory must be shared storage.",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Threads of the default (thread-pool) runner; default: one per CPU core.",
+        ),
+        click.option(
+            "--nproc-per-node",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Train with torchrun on G processes (DDP: gloo on CPU, nccl on GPU).",
+        ),
+        click.option(
+            "--no-prefect", is_flag=True, help="Run the same steps in this process without Prefect (no server, no UI)."
+        ),
     ]
     for opt in reversed(opts):
         func = opt(func)
@@ -60,7 +82,9 @@ def output_options(func: Callable) -> Callable:
 def runner_choice(workers: int | None, dask_address: str | None, threads: int | None, no_prefect: bool) -> RunnerChoice:
     choice = RunnerChoice(workers=workers, dask_address=dask_address, threads=threads)
     if no_prefect and choice.uses_dask:
-        raise click.UsageError("--workers/--dask-address run mining through Prefect's Dask task runner; drop --no-prefect.")
+        raise click.UsageError(
+            "--workers/--dask-address run mining through Prefect's Dask task runner; drop --no-prefect."
+        )
     return choice
 
 

@@ -16,11 +16,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli_errors import clean_errors
-from priors import PriorStore, churn, read_images_table, write_images_table
-from priors.coco_io import export_coco_results, read_coco
-from priors.store_errors import RunNotFoundError, StoreError, VersionNotFoundError
-from storage_schema import KINDS, Manifest
+from joindet.flows.cli_errors import clean_errors
+from joindet.priors import PriorStore, churn, read_images_table, write_images_table
+from joindet.priors.coco_io import export_coco_results, read_coco
+from joindet.priors.store.errors import RunNotFoundError, StoreError, VersionNotFoundError
+from joindet.storage_schema import KINDS, Manifest
 
 _RUN = click.argument("run_path", metavar="RUN", type=click.Path())
 _KIND_COLOURS = {"region": "cyan", "instance": "magenta", "smoothed": "green"}
@@ -96,16 +96,32 @@ def ls_cmd(run_path: str, as_json: bool) -> None:
         click.echo(f"{run_path}: no committed prior versions")
         return
     table = Table(title=f"prior versions of {run_path}")
-    for col in ("version", "parent", "kinds (boxes)", "images", "boxes/img mean", "median",
-                "mean area", "churn matched/added/removed", "mean IoU", "created"):
+    for col in (
+        "version",
+        "parent",
+        "kinds (boxes)",
+        "images",
+        "boxes/img mean",
+        "median",
+        "mean area",
+        "churn matched/added/removed",
+        "mean IoU",
+        "created",
+    ):
         table.add_column(col, justify="left" if col in ("kinds (boxes)", "created") else "right")
     for r in rows:
         c = r["churn"] or {}
         table.add_row(
-            f"v{r['version']:04d}", _fmt(r["parent"]), ", ".join(f"{k} {n}" for k, n in r["kinds"].items()),
-            str(r["num_images"]), _fmt(r["boxes_per_image_mean"], 2), _fmt(r["boxes_per_image_median"], 1),
+            f"v{r['version']:04d}",
+            _fmt(r["parent"]),
+            ", ".join(f"{k} {n}" for k, n in r["kinds"].items()),
+            str(r["num_images"]),
+            _fmt(r["boxes_per_image_mean"], 2),
+            _fmt(r["boxes_per_image_median"], 1),
             _fmt(r["mean_box_area"], 4),
-            f"{c['matched']}/{c['added']}/{c['removed']}" if c else "-", _fmt(c.get("mean_iou")), r["created"],
+            f"{c['matched']}/{c['added']}/{c['removed']}" if c else "-",
+            _fmt(c.get("mean_iou")),
+            r["created"],
         )
     console().print(table)
 
@@ -130,16 +146,36 @@ def show_cmd(run_path: str, version: int | None, image_id: int | None, kind: str
             click.echo(json.dumps(m.to_dict(), indent=2, sort_keys=True))
             return
         out = console()
-        out.print(f"[bold]v{v:04d}[/] parent {_fmt(m.parent)}, created {m.created}, {m.num_images} images, "
-                      f"checkpoint {m.checkpoint_digest or '-'}, config {m.config_digest or '-'}")
+        out.print(
+            f"[bold]v{v:04d}[/] parent {_fmt(m.parent)}, created {m.created}, {m.num_images} images, "
+            f"checkpoint {m.checkpoint_digest or '-'}, config {m.config_digest or '-'}"
+        )
         table = Table(title="files and statistics")
-        for col in ("kind", "file", "rows", "bytes", "images with boxes", "boxes/img mean", "median", "mean area", "mean score"):
+        for col in (
+            "kind",
+            "file",
+            "rows",
+            "bytes",
+            "images with boxes",
+            "boxes/img mean",
+            "median",
+            "mean area",
+            "mean score",
+        ):
             table.add_column(col)
         for k in kinds:
             f, s = m.files[k], m.stats.get(k, {})
-            table.add_row(k, f.path, str(f.rows), str(f.bytes), _fmt(s.get("images_with_boxes")),
-                          _fmt(s.get("boxes_per_image_mean"), 2), _fmt(s.get("boxes_per_image_median"), 1),
-                          _fmt(s.get("mean_box_area"), 4), _fmt(s.get("mean_score")))
+            table.add_row(
+                k,
+                f.path,
+                str(f.rows),
+                str(f.bytes),
+                _fmt(s.get("images_with_boxes")),
+                _fmt(s.get("boxes_per_image_mean"), 2),
+                _fmt(s.get("boxes_per_image_median"), 1),
+                _fmt(s.get("mean_box_area"), 4),
+                _fmt(s.get("mean_score")),
+            )
         out.print(table)
         extra = {k: val for k, val in m.stats.items() if k not in KINDS}
         if extra:
@@ -148,8 +184,10 @@ def show_cmd(run_path: str, version: int | None, image_id: int | None, kind: str
     rows = []
     for k in kinds:
         bs = store.read(v, k).for_image(image_id)
-        rows += [{"kind": k, "xyxy": [round(float(x), 5) for x in b], "score": round(float(s), 5)}
-                 for b, s in zip(bs.boxes, bs.scores)]
+        rows += [
+            {"kind": k, "xyxy": [round(float(x), 5) for x in b], "score": round(float(s), 5)}
+            for b, s in zip(bs.boxes, bs.scores)
+        ]
     if as_json:
         click.echo(json.dumps({"version": v, "image_id": image_id, "boxes": rows}, indent=2))
         return
@@ -157,7 +195,9 @@ def show_cmd(run_path: str, version: int | None, image_id: int | None, kind: str
     for col in ("kind", "x0", "y0", "x1", "y1", "score"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(f"[{_KIND_COLOURS[r['kind']]}]{r['kind']}[/]", *(f"{x:.4f}" for x in r["xyxy"]), f"{r['score']:.3f}")
+        table.add_row(
+            f"[{_KIND_COLOURS[r['kind']]}]{r['kind']}[/]", *(f"{x:.4f}" for x in r["xyxy"]), f"{r['score']:.3f}"
+        )
     console().print(table)
 
 
@@ -166,8 +206,14 @@ def show_cmd(run_path: str, version: int | None, image_id: int | None, kind: str
 @click.argument("a", type=int)
 @click.argument("b", type=int)
 @click.option("--kind", type=click.Choice(KINDS), default="smoothed", show_default=True)
-@click.option("--iou", "iou_thr", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="IoU at or above which two boxes match.")
+@click.option(
+    "--iou",
+    "iou_thr",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="IoU at or above which two boxes match.",
+)
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Images that changed most.")
 @click.option("--json", "as_json", is_flag=True)
 @clean_errors
@@ -180,8 +226,10 @@ def diff_cmd(run_path: str, a: int, b: int, kind: str, iou_thr: float, top: int,
         click.echo(json.dumps(result, indent=2))
         return
     out = console()
-    out.print(f"v{a:04d} -> v{b:04d} ({kind}, IoU >= {iou_thr}): matched {ch.matched}, added {ch.added}, "
-                  f"removed {ch.removed}, mean IoU of matched {_fmt(result['mean_iou'])}")
+    out.print(
+        f"v{a:04d} -> v{b:04d} ({kind}, IoU >= {iou_thr}): matched {ch.matched}, added {ch.added}, "
+        f"removed {ch.removed}, mean IoU of matched {_fmt(result['mean_iou'])}"
+    )
     if result["most_changed"]:
         table = Table(title="images that changed most")
         for col in ("image_id", "matched", "added", "removed"):
@@ -195,8 +243,13 @@ def diff_cmd(run_path: str, a: int, b: int, kind: str, iou_thr: float, top: int,
 @_RUN
 @click.option("--version", "-v", "version", type=int, required=True)
 @click.option("--kind", type=click.Choice(KINDS), default="smoothed", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), required=True,
-              help="COCO results JSON to write ('-' for stdout).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    required=True,
+    help="COCO results JSON to write ('-' for stdout).",
+)
 @clean_errors
 def export_cmd(run_path: str, version: int, kind: str, output: str) -> None:
     """Write a version as COCO results JSON (image_id, bbox [x, y, w, h] pixels, score, category_id 1)."""
@@ -228,12 +281,11 @@ def import_cmd(run_path: str, file: str, version: int, parent: int | None, force
         raise StoreError(f"{file} is not valid JSON ({exc})") from None
     store = PriorStore(run_path)
     has_index = store.exists() and Path(run_path, "images.parquet").exists()
-    if not has_index and not isinstance(doc, dict):
-        if not store.exists():
-            raise RunNotFoundError(
-                f"run directory {run_path} does not exist; a COCO results JSON has no image sizes, so import "
-                "the dataset's annotations JSON first (it creates the run)"
-            )
+    if not has_index and not isinstance(doc, dict) and not store.exists():
+        raise RunNotFoundError(
+            f"run directory {run_path} does not exist; a COCO results JSON has no image sizes, so import "
+            "the dataset's annotations JSON first (it creates the run)"
+        )
     imp = read_coco(doc, read_images_table(run_path) if has_index else None, source=file)
     # a run that does not exist yet has nothing to lock; commit takes the lock once it does
     with store.lock() if store.exists() else contextlib.nullcontext():
@@ -242,8 +294,12 @@ def import_cmd(run_path: str, file: str, version: int, parent: int | None, force
             click.echo(f"moved the existing v{version:04d} to {moved}", err=True)
         if not has_index:
             write_images_table(run_path, imp.images)
-        m = store.commit(version, {"smoothed": imp.boxes}, parent=parent,
-                         extra_stats={"imported_from": Path(file).name, "import": imp.summary()})
+        m = store.commit(
+            version,
+            {"smoothed": imp.boxes},
+            parent=parent,
+            extra_stats={"imported_from": Path(file).name, "import": imp.summary()},
+        )
     s = imp.summary()
     click.echo(
         f"imported {s['imported']} of {s['boxes_in_file']} boxes from {file} as v{m.version:04d} "
@@ -283,14 +339,19 @@ def gc_cmd(run_path: str) -> None:
 @click.option("--version", "-v", "version", type=int, default=None, help="Version (default: the latest).")
 @click.option("--image", "image_id", type=int, required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Image root (default: the run's config data.root).")
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Image root (default: the run's config data.root).",
+)
 @click.option("--kind", "kinds", type=click.Choice(KINDS), multiple=True, help="Kinds to draw (default: all).")
 @clean_errors
-def plot_cmd(run_path: str, version: int | None, image_id: int, output: str, data_root: str | None,
-             kinds: tuple[str, ...]) -> None:
+def plot_cmd(
+    run_path: str, version: int | None, image_id: int, output: str, data_root: str | None, kinds: tuple[str, ...]
+) -> None:
     """Draw one image with its boxes by kind and, where stored, the eigen attention map."""
-    from flows.priors_plot import plot_image_priors
+    from joindet.flows.priors_plot import plot_image_priors
 
     store = open_store(run_path)
     v = pick_version(store, version)

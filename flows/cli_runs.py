@@ -8,8 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli_errors import clean_errors
-from flows.cli_options import emit_json
+from joindet.flows.cli_errors import clean_errors
+from joindet.flows.cli_options import emit_json
 
 _STYLE = {"done": "green", "staged": "yellow", "pending": "dim", "failed": "red"}
 
@@ -63,11 +63,11 @@ def runs_group() -> None:
 @clean_errors
 def status_cmd(run_path: str, as_json: bool) -> None:
     """Where RUN stands: each schedule step done / staged (k of n shards) / pending."""
-    from pipeline.run_dir import RunDir
+    from joindet.pipeline.flow_state import read_failure
+    from joindet.pipeline.run_dir import RunDir
+    from joindet.pipeline.schedule import RunPlan
 
-    from flows.flow_state import read_failure
-
-    status = with_failure(RunDir.open(run_path).status().to_dict(), read_failure(run_path))
+    status = with_failure(RunPlan(RunDir.open(run_path)).status().to_dict(), read_failure(run_path))
     if as_json:
         emit_json(status)
         return

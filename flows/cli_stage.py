@@ -10,39 +10,25 @@ from typing import Any
 
 import click
 
-from flows.cli_errors import clean_errors
-from flows.cli_options import emit_json, output_options, prefect_environment, stderr
-from flows.progress_bars import RichProgress, format_summary
-from flows.runners import RunnerChoice
+from joindet.flows.cli_errors import clean_errors
+from joindet.flows.cli_options import emit_json, output_options, prefect_environment, stderr
+from joindet.flows.progress_bars import RichProgress, format_summary
+from joindet.flows.runners import RunnerChoice
 
 STAGES = ("init", "mine", "smooth", "train", "evaluate")
-
-
-def next_version(run: Any) -> int | None:
-    """The first version of the schedule after v0 that is not committed (None: all are)."""
-    committed = set(run.store.versions())
-    return next((v for v in run.config.schedule.versions()[1:] if v not in committed), None)
-
-
-def next_train_end(run: Any) -> int:
-    """End epoch (exclusive) of the block the next training epoch belongs to."""
-    last = run.last_checkpoint()
-    first_todo = 0 if last is None else last + 1
-    for _, end in run.config.schedule.blocks():
-        if first_todo < end:
-            return end
-    return run.config.schedule.epochs
 
 
 def mine_with_dask(run: Any, version: int, shard_ids: list[int] | None, choice: RunnerChoice) -> dict[str, Any]:
     """Mine the missing shards of ``version`` through a Prefect flow on a Dask task runner."""
     from prefect import flow, unmapped
 
-    from flows.runners import build_task_runner
-    from flows.tasks import mine_shard_task
+    from joindet.flows.runners import build_task_runner
+    from joindet.flows.tasks import mine_shard_task
+    from joindet.pipeline.schedule import RunPlan, quarantine_failures
 
-    done = run.done_shards(version)
-    todo = [s for s in (shard_ids if shard_ids is not None else range(run.config.mine.shards)) if s not in done]
+    plan = RunPlan(run)
+    todo = plan.missing_shards(version, shard_ids)
+    reused = sorted(plan.done_shards(version))
 
     @flow(name="joindet-mine", task_runner=build_task_runner(choice), validate_parameters=False)
     def mine_flow(run_path: str, version: int, shard_ids: list[int]) -> list[dict[str, Any]]:
@@ -52,35 +38,51 @@ def mine_with_dask(run: Any, version: int, shard_ids: list[int] | None, choice: 
     prefect_environment()
     results = mine_flow(str(run.path), version, todo) if todo else []
     failed = [tuple(row) for r in results for row in r.get("failed", [])]
-    if failed:
-        run.add_quarantine(failed)
-    return {"version": version, "mined": todo, "reused": sorted(set(done)), "failed": len(failed)}
+    quarantine_failures(run, failed)
+    return {"version": version, "mined": todo, "reused": reused, "failed": len(failed)}
 
 
-def run_stage(run: Any, stage: str, version: int | None, epoch: int | None, shard_ids: list[int] | None,
-              force: bool, choice: RunnerChoice, nproc_per_node: int, progress: Any) -> dict[str, Any]:
+def run_stage(
+    run: Any,
+    stage: str,
+    version: int | None,
+    epoch: int | None,
+    shard_ids: list[int] | None,
+    force: bool,
+    choice: RunnerChoice,
+    nproc_per_node: int,
+    progress: Any,
+) -> dict[str, Any]:
     """Run one stage on ``run`` under its writer lock; returns ``{"stage", "skipped", "summary"}``."""
-    from pipeline import stages
+    from joindet.pipeline import stages
+    from joindet.pipeline.schedule import RunPlan
 
+    plan = RunPlan(run)
     with run.lock():
         if stage == "init":
             return stages.init_priors(run, progress=progress, force=force).to_dict()
         if stage in ("mine", "smooth"):
-            version = version if version is not None else next_version(run)
+            version = version if version is not None else plan.next_version()
             if version is None:
-                raise click.UsageError(f"every version of {run.path}'s schedule is committed; give --version N (with --force to redo smooth)")
+                raise click.UsageError(
+                    f"every version of {run.path}'s schedule is committed; give --version N (with --force to redo smooth)"
+                )
             if stage == "smooth":
                 return stages.smooth(run, version, progress=progress, force=force).to_dict()
             if choice.uses_dask:
                 return {"stage": "mine", "skipped": False, "summary": mine_with_dask(run, version, shard_ids, choice)}
             return stages.mine(run, version, shard_ids=shard_ids, progress=progress).to_dict()
         if stage == "train":
-            end = epoch if epoch is not None else next_train_end(run)
+            end = epoch if epoch is not None else plan.next_train_end()
             if nproc_per_node > 1:
-                from flows.torchrun import run_torchrun
+                from joindet.flows.torchrun import run_torchrun
 
                 run_torchrun(run.path, end, nproc_per_node)
-                return {"stage": "train", "skipped": False, "summary": {"end_epoch": end, "last_checkpoint": run.last_checkpoint()}}
+                return {
+                    "stage": "train",
+                    "skipped": False,
+                    "summary": {"end_epoch": end, "last_checkpoint": run.last_checkpoint()},
+                }
             return stages.train(run, end, progress=progress).to_dict()
         if stage == "evaluate":
             if epoch is not None:
@@ -98,21 +100,45 @@ def stage_group() -> None:
 @stage_group.command("run")
 @click.argument("stage", type=click.Choice(STAGES))
 @click.option("--run", "run_path", required=True, type=click.Path(), help="The run directory.")
-@click.option("--version", "version", type=click.IntRange(min=0), default=None,
-              help="Prior version (mine, smooth, evaluate); default: the next one of the schedule.")
-@click.option("--epoch", type=click.IntRange(min=0), default=None,
-              help="train: end epoch (exclusive; default: end of the current block); evaluate: checkpoint epoch.")
-@click.option("--shard", "shards", type=click.IntRange(min=0), multiple=True, help="mine: only these shards (repeatable).")
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Prior version (mine, smooth, evaluate); default: the next one of the schedule.",
+)
+@click.option(
+    "--epoch",
+    type=click.IntRange(min=0),
+    default=None,
+    help="train: end epoch (exclusive; default: end of the current block); evaluate: checkpoint epoch.",
+)
+@click.option(
+    "--shard", "shards", type=click.IntRange(min=0), multiple=True, help="mine: only these shards (repeatable)."
+)
 @click.option("--force", is_flag=True, help="Redo a committed version (init, smooth); the old one is moved aside.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="mine: local Dask cluster of N processes.")
 @click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="mine: an existing Dask cluster.")
-@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True, help="train: torchrun processes.")
+@click.option(
+    "--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True, help="train: torchrun processes."
+)
 @output_options
 @clean_errors
-def stage_run_cmd(stage: str, run_path: str, version: int | None, epoch: int | None, shards: tuple[int, ...], force: bool,
-                  workers: int | None, dask_address: str | None, nproc_per_node: int, quiet: bool, as_json: bool) -> None:
+def stage_run_cmd(
+    stage: str,
+    run_path: str,
+    version: int | None,
+    epoch: int | None,
+    shards: tuple[int, ...],
+    force: bool,
+    workers: int | None,
+    dask_address: str | None,
+    nproc_per_node: int,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Run STAGE alone on a run: init, mine, smooth, train or evaluate."""
-    from pipeline.run_dir import RunDir
+    from joindet.pipeline.run_dir import RunDir
 
     choice = RunnerChoice(workers=workers, dask_address=dask_address)
     run = RunDir.open(run_path)

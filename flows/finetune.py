@@ -14,14 +14,15 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.reports import numeric_leaves
-from pipeline import stages
-from pipeline.config import RunConfig
-from pipeline.progress import NULL_PROGRESS, Progress
+from joindet.flows.reports import numeric_leaves
+from joindet.pipeline import stages
+from joindet.pipeline.config import RunConfig
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
 
 
-def run_finetune(out_dir: str | Path, init_checkpoint: str | None, cfg: RunConfig,
-                 progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+def run_finetune(
+    out_dir: str | Path, init_checkpoint: str | None, cfg: RunConfig, progress: Progress = NULL_PROGRESS
+) -> dict[str, Any]:
     """Finetune into ``out_dir`` (created or resumed); returns ``StageResult.to_dict()``."""
     return stages.finetune(str(out_dir), init_checkpoint, cfg, progress=progress).to_dict()
 
@@ -32,13 +33,17 @@ def finetune_task(out_dir: str, init_checkpoint: str | None, cfg: RunConfig, pro
 
 
 @flow(name="joindet-finetune", validate_parameters=False)
-def finetune_flow(out_dir: str, init_checkpoint: str | None, config: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
+def finetune_flow(
+    out_dir: str, init_checkpoint: str | None, config: dict[str, Any], quiet: bool = False
+) -> dict[str, Any]:
     """Prefect flow: finetune ``config`` (``RunConfig.to_dict()``) into ``out_dir``; publishes its AP."""
-    from flows.progress_bars import RichProgress
+    from joindet.flows.progress_bars import RichProgress
 
     result = finetune_task(out_dir, init_checkpoint, RunConfig.from_dict(config), RichProgress(quiet=quiet))
     rows = [{"field": k, "value": v} for k, v in numeric_leaves(result.get("summary", {}).get("metrics", {})).items()]
     if rows:
         name = re.sub(r"[^a-z0-9-]+", "-", Path(out_dir).name.lower()).strip("-") or "finetune"
-        create_table_artifact(table=rows, key=f"{name}-finetune", description=f"Finetune metrics of {out_dir} (init {init_checkpoint}).")
+        create_table_artifact(
+            table=rows, key=f"{name}-finetune", description=f"Finetune metrics of {out_dir} (init {init_checkpoint})."
+        )
     return result

@@ -15,9 +15,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import tasks
-from pipeline.progress import NULL_PROGRESS, Progress
-from pipeline.run_dir import RunDir
+from joindet.flows import tasks
+from joindet.flows.reports import version_table
+from joindet.pipeline.pretrain import VersionReport
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
+from joindet.pipeline.run_dir import RunDir
 
 
 def artifact_key(run: RunDir, version: int) -> str:
@@ -54,11 +56,12 @@ class PrefectSteps:
     def evaluate(self, run: RunDir, version: int) -> dict:
         return tasks.evaluate_priors_task(run, version)
 
-    def publish(self, run: RunDir, version: int, table: list[dict[str, Any]]) -> None:
+    def publish(self, run: RunDir, report: VersionReport) -> None:
+        table = version_table(report.version, report.statistics, report.metrics)
         if not table:
             return
         create_table_artifact(
             table=table,
-            key=artifact_key(run, version),
-            description=f"Prior version v{version:04d} of {run.path}: statistics and, with ground truth, AR/AP.",
+            key=artifact_key(run, report.version),
+            description=f"Prior version v{report.version:04d} of {run.path}: statistics and, with ground truth, AR/AP.",
         )

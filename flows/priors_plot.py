@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from priors import PriorStore, read_images_table
-from priors.attention_store import AttentionStore
-from priors.store_errors import StoreError, VersionNotFoundError
+from joindet.priors import PriorStore, read_images_table
+from joindet.priors.store.attention_maps import AttentionStore
+from joindet.priors.store.errors import StoreError, VersionNotFoundError
 
 KIND_COLOURS = {"region": "tab:cyan", "instance": "tab:purple", "smoothed": "tab:green"}
 
@@ -32,8 +32,14 @@ def image_root(run_dir: str | Path, data_root: str | None) -> Path:
     return Path(root)
 
 
-def plot_image_priors(store: PriorStore, version: int, image_id: int, output: Path,
-                      data_root: str | None = None, kinds: list[str] | None = None) -> Path:
+def plot_image_priors(
+    store: PriorStore,
+    version: int,
+    image_id: int,
+    output: Path,
+    data_root: str | None = None,
+    kinds: list[str] | None = None,
+) -> Path:
     """Write a PNG of image ``image_id`` with the boxes of ``kinds`` (default: all stored kinds)
     of ``version``, and its eigen attention map as a heat map when one is stored."""
     import matplotlib
@@ -70,8 +76,17 @@ def plot_image_priors(store: PriorStore, version: int, image_id: int, output: Pa
             raise VersionNotFoundError(f"prior version {version} has no {kind!r} boxes (kinds: {m.kinds})")
         bs = store.read(version, kind).for_image(image_id)
         for (x0, y0, x1, y1), s in zip(bs.boxes, bs.scores):
-            ax.add_patch(Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, lw=1.5,
-                                   edgecolor=KIND_COLOURS[kind], alpha=0.4 + 0.6 * float(s)))
+            ax.add_patch(
+                Rectangle(
+                    (x0 * w, y0 * h),
+                    (x1 - x0) * w,
+                    (y1 - y0) * h,
+                    fill=False,
+                    lw=1.5,
+                    edgecolor=KIND_COLOURS[kind],
+                    alpha=0.4 + 0.6 * float(s),
+                )
+            )
         ax.plot([], [], color=KIND_COLOURS[kind], label=f"{kind} ({len(bs)})")
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)

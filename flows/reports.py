@@ -34,7 +34,9 @@ def format_report(report: dict[str, Any]) -> list[str]:
         if isinstance(boxes, dict):
             boxes = boxes.get("smoothed")
         shown_boxes = f", {boxes} smoothed boxes" if boxes is not None else ""
-        ar = next((f", AR@100={val:.3f}" for k, val in numeric_leaves(v["metrics"]).items() if k.endswith("AR@100")), "")
+        ar = next(
+            (f", AR@100={val:.3f}" for k, val in numeric_leaves(v["metrics"]).items() if k.endswith("AR@100")), ""
+        )
         lines.append(f"  v{v['version']:04d}: {what}{shards}{shown_boxes}{ar}")
     lines.append(f"  last checkpoint: epoch {report['trained_to']}")
     if report["quarantined"]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -33,11 +32,15 @@ class RunnerChoice:
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.dask_address is not None:
-            raise RunnerError("--workers starts a local Dask cluster and --dask-address joins an existing one; give only one of them.")
+            raise RunnerError(
+                "--workers starts a local Dask cluster and --dask-address joins an existing one; give only one of them."
+            )
         if self.workers is not None and self.workers < 1:
             raise RunnerError(f"--workers {self.workers}: give at least 1 worker process.")
         if self.dask_address is not None and "://" not in self.dask_address:
-            raise RunnerError(f"--dask-address {self.dask_address!r} is not an address; use the scheduler's tcp://HOST:PORT.")
+            raise RunnerError(
+                f"--dask-address {self.dask_address!r} is not an address; use the scheduler's tcp://HOST:PORT."
+            )
 
     @property
     def uses_dask(self) -> bool:
@@ -54,7 +57,7 @@ class RunnerChoice:
         return self.threads or max(1, os.cpu_count() or 1)
 
 
-def build_task_runner(choice: RunnerChoice) -> "TaskRunner":
+def build_task_runner(choice: RunnerChoice) -> TaskRunner:
     """The Prefect task runner for ``choice`` (prefect-dask imported only when Dask is asked for)."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -67,5 +70,10 @@ def build_task_runner(choice: RunnerChoice) -> "TaskRunner":
     # One single-threaded process per worker: torch inside each worker already uses the cores,
     # and separate processes are what a multi-machine cluster looks like.
     return DaskTaskRunner(
-        cluster_kwargs={"n_workers": choice.workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+        cluster_kwargs={
+            "n_workers": choice.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
     )

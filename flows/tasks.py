@@ -13,10 +13,10 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline import stages
-from pipeline.progress import NULL_PROGRESS, Progress
+from joindet.pipeline import stages
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
 
-_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
+_TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 @task(name="init_priors", **_TASK)
@@ -31,7 +31,7 @@ def train_task(run: Any, end_epoch: int, progress: Progress = NULL_PROGRESS) -> 
 
 @task(name="train-torchrun", **_TASK)
 def train_torchrun_task(run_path: str, end_epoch: int, nproc_per_node: int) -> None:
-    from flows.torchrun import run_torchrun
+    from joindet.flows.torchrun import run_torchrun
 
     run_torchrun(run_path, end_epoch, nproc_per_node)
 

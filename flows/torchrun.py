@@ -12,14 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-WORKER_MODULE = "pipeline.stages.train_worker"
+WORKER_MODULE = "joindet.pipeline.stages.train_worker"
 
 
 class DistributedTrainError(RuntimeError):
     """torchrun exited with a non-zero status."""
 
 
-def torchrun_command(run_path: str | Path, end_epoch: int, nproc_per_node: int, python: str = sys.executable) -> list[str]:
+def torchrun_command(
+    run_path: str | Path, end_epoch: int, nproc_per_node: int, python: str = sys.executable
+) -> list[str]:
     """argv that trains run ``run_path`` up to ``end_epoch`` (exclusive) on ``nproc_per_node`` processes."""
     if nproc_per_node < 1:
         raise ValueError(f"--nproc-per-node {nproc_per_node}: give at least 1 process.")
@@ -41,8 +43,13 @@ def torchrun_command(run_path: str | Path, end_epoch: int, nproc_per_node: int, 
     ]
 
 
-def run_torchrun(run_path: str | Path, end_epoch: int, nproc_per_node: int, env: dict[str, str] | None = None,
-                 python: str = sys.executable) -> None:
+def run_torchrun(
+    run_path: str | Path,
+    end_epoch: int,
+    nproc_per_node: int,
+    env: dict[str, str] | None = None,
+    python: str = sys.executable,
+) -> None:
     """Run the train stage under torchrun and wait; raise DistributedTrainError naming the exit code.
 
     The flow that calls this holds the run's writer lock; the worker processes are its children

@@ -14,10 +14,25 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from detector.presets import DetectorConfig, get_preset
+from joindet.detector.presets import DetectorConfig, get_preset
+from joindet.priors.smooth import IOU_THR, MOMENTUM
+from joindet.priors.updates import STRATEGIES as UPDATE_STRATEGIES
 
-PRIOR_SOURCES = ("region+instance", "region", "instance", "predictions", "region0", "random_crops", "selective_search")
-UPDATE_STRATEGIES = ("box_smooth", "direct", "nms", "fixed")
+#: priors.source -> the staged kinds that make up a version's current priors. The paper's
+#: variants (Table 5: region+instance, region, instance, predictions, region0) and the baselines
+#: (random_crops, selective_search = DETReg's priors); docs/ablations.md names each.
+SOURCE_KINDS: dict[str, tuple[str, ...]] = {
+    "region+instance": ("region", "instance"),
+    "region": ("region",),
+    "instance": ("instance",),
+    "predictions": ("instance",),
+    "region0": ("region",),
+    "random_crops": ("region",),
+    "selective_search": ("region",),
+}
+PRIOR_SOURCES = tuple(SOURCE_KINDS)
+#: Sources mined by running the detector (the others need no checkpoint).
+MODEL_SOURCES = ("region+instance", "region", "instance", "predictions")
 INIT_FEATURES = ("backbone", "colour")
 
 
@@ -39,8 +54,8 @@ class DataConfig:
 class PriorsConfig:
     source: str = "region+instance"
     update: str = "box_smooth"
-    momentum: float = 0.45  # m_s: weight of the previous priors in Box Smooth
-    iou_thr: float = 0.55
+    momentum: float = MOMENTUM  # m_s: weight of the previous priors in Box Smooth
+    iou_thr: float = IOU_THR
     min_score: float = 0.05  # smoothed priors below this score are dropped
     max_per_image: int | None = 30
     tau: float = 0.2  # affinity threshold of the eigen attention
@@ -61,15 +76,7 @@ class PriorsConfig:
 @dataclass
 class ScheduleConfig:
     epochs: int = 50
-    update_every: int = 10
-
-    def blocks(self) -> list[tuple[int, int]]:
-        """[(first_epoch, end_epoch_exclusive)] of each training block; priors v<end> follow it."""
-        return [(s, min(s + self.update_every, self.epochs)) for s in range(0, self.epochs, self.update_every)]
-
-    def versions(self) -> list[int]:
-        """Versions the schedule commits: 0, then the end epoch of every block but the last."""
-        return [0] + [end for _, end in self.blocks()[:-1]]
+    update_every: int = 10  # blocks, versions and what is done: pipeline/schedule.py
 
 
 @dataclass
@@ -119,7 +126,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         return _from_dict(cls, data, "")
 
     def digest(self) -> str:
@@ -130,7 +137,7 @@ class RunConfig:
             d.get(section, {}).pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         if self.priors.source not in PRIOR_SOURCES:
             raise ConfigError(f"priors.source={self.priors.source!r}; choose one of {', '.join(PRIOR_SOURCES)}")
         if self.priors.update not in UPDATE_STRATEGIES:
@@ -138,7 +145,9 @@ class RunConfig:
         if not 0.0 <= self.priors.momentum <= 1.0:
             raise ConfigError(f"priors.momentum={self.priors.momentum} must lie in [0, 1]")
         if self.priors.init_features not in INIT_FEATURES:
-            raise ConfigError(f"priors.init_features={self.priors.init_features!r}; choose one of {', '.join(INIT_FEATURES)}")
+            raise ConfigError(
+                f"priors.init_features={self.priors.init_features!r}; choose one of {', '.join(INIT_FEATURES)}"
+            )
         if self.schedule.epochs < 1 or self.schedule.update_every < 1:
             raise ConfigError("schedule.epochs and schedule.update_every must be at least 1")
         if self.mine.shards < 1:
@@ -162,7 +171,9 @@ RESUME_SAFE_KEYS = (
 RUN_PRESETS = ("tiny", "paper", "paper-single-scale")
 
 
-def make_config(preset: str = "tiny", dataset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def make_config(
+    preset: str = "tiny", dataset: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
     """Resolve a run configuration: preset, dataset-dependent defaults, then ``key=value`` overrides."""
     if preset not in RUN_PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(RUN_PRESETS)}")
@@ -221,7 +232,7 @@ def _assign(chain: list[Any], parts: list[str], value: Any) -> None:
     object is assigned to their parent, up to the first mutable section.
     """
     for obj, name in zip(reversed(chain), reversed(parts)):
-        if getattr(type(obj), "__dataclass_params__").frozen:
+        if type(obj).__dataclass_params__.frozen:
             value = dataclasses.replace(obj, **{name: value})
             continue
         setattr(obj, name, value)

@@ -113,7 +113,9 @@ def make_sampler(dataset: Dataset, info: DistInfo, seed: int, shuffle: bool = Tr
     """
     if not info.distributed:
         return None
-    return DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed, drop_last=True)
+    return DistributedSampler(
+        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed, drop_last=True
+    )
 
 
 def wrap_model(model: torch.nn.Module, info: DistInfo, find_unused_parameters: bool = True) -> torch.nn.Module:
@@ -125,7 +127,9 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, find_unused_parameters: b
     if not info.distributed:
         return model
     ids = [info.device.index] if info.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=find_unused_parameters
+    )
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

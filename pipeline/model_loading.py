@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from detector import build_model
-from pipeline.checkpoints import load_model_state
-from pipeline.config import RunConfig
+from joindet.detector import build_model
+from joindet.pipeline.checkpoints import load_model_state
+from joindet.pipeline.config import RunConfig
 
 _CACHE: dict[tuple[Any, ...], torch.nn.Module] = {}
 _CACHE_MUTEX = threading.Lock()

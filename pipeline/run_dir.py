@@ -6,7 +6,8 @@ Layout (DESIGN.md, "The run directory and the prior store")::
 
 ``run.json`` pins the resolved configuration and the dataset (name, root, fingerprint) so that
 every later stage, in any process, reopens exactly the same run: ``RunDir.open(path)``.
-Local paths only for now (object-store URLs are a later step of the store).
+``RunDir`` keeps the run directory's files; what the schedule holds and what of it is done is
+``pipeline.schedule``'s. Local paths only (a POSIX filesystem shared by every machine of a run).
 """
 
 from __future__ import annotations
@@ -14,22 +15,20 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import threading
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import RunConfig
-from pipeline.data import open_dataset
-from pipeline.checkpoints import checkpoint_name, latest_epoch
-from pipeline.model_loading import file_digest
-from priors import PriorStore, read_images_table, write_images_table
-from storage_schema import QUARANTINE_SCHEMA, SCHEMA_VERSION
+from joindet.pipeline.checkpoints import checkpoint_name, latest_epoch
+from joindet.pipeline.config import RunConfig
+from joindet.pipeline.data import open_dataset
+from joindet.priors import PriorStore, RunNotFoundError, read_images_table, write_images_table
+from joindet.storage_schema import QUARANTINE_SCHEMA, SCHEMA_VERSION
 
 RUN_JSON = "run.json"
 IMAGES_FILE = "images.parquet"
@@ -40,62 +39,6 @@ class RunMismatchError(ValueError):
     """An existing run directory was created with another configuration or dataset."""
 
 
-class RunNotFoundError(FileNotFoundError):
-    """The path is not a joindet run directory (no run.json)."""
-
-
-@dataclass
-class ScheduleEntry:
-    """One step of the run's schedule and how far it got.
-
-    ``state`` is ``done``, ``staged`` (partly done: some shards mined, some epochs trained) or
-    ``pending``; ``detail`` says how much (``"1 of 2 shards"``, ``"epochs 0-1 of 0-3"``).
-    """
-
-    name: str
-    state: str
-    detail: str = ""
-
-
-@dataclass
-class RunStatus:
-    """Where a run stands: its schedule entries, latest version, last checkpoint, next command."""
-
-    path: str
-    entries: list[ScheduleEntry] = field(default_factory=list)
-    latest_version: int | None = None
-    last_checkpoint: int | None = None
-    quarantined: int = 0
-    next_command: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        return all(e.state == "done" for e in self.entries)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "complete": self.complete}
-
-
-# One PriorStore per run directory and process: the store's lock is re-entrant per store object,
-# so every RunDir of the same run (the flow's, each mining thread's) must share it.
-_STORES: dict[tuple[int, str], PriorStore] = {}
-
-
-def _shared_store(path: Path) -> PriorStore:
-    key = (os.getpid(), str(path.resolve()))
-    with _HELD_MUTEX:
-        store = _STORES.get(key)
-        if store is None:
-            store = _STORES[key] = PriorStore(path)
-        return store
-
-
-# Re-entrant writer lock per process: the flow holds the run's lock for a whole flow run and the
-# stages it calls (possibly from worker threads) take it again without deadlocking on themselves.
-_HELD: dict[str, tuple[int, Any]] = {}
-_HELD_MUTEX = threading.Lock()
-
-
 class RunDir:
     """Paths and small tables of one run. Build with :meth:`create` or :meth:`open`."""
 
@@ -103,7 +46,7 @@ class RunDir:
         self.path = Path(path)
         self.info = info
         self.config = RunConfig.from_dict(info["config"])
-        self.store = _shared_store(self.path)
+        self.store = PriorStore.shared(self.path)
         self._images: pa.Table | None = None
 
     def __reduce__(self) -> tuple:
@@ -116,7 +59,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ create / open
     @classmethod
-    def create(cls, path: str | Path, cfg: RunConfig, dataset: Any = None, force: bool = False) -> "RunDir":
+    def create(cls, path: str | Path, cfg: RunConfig, dataset: Any = None, force: bool = False) -> RunDir:
         """Create the run (or reopen it when config digest and dataset fingerprint agree; changed
         resume-safe settings, ``pipeline.config.RESUME_SAFE_KEYS``, are then written to run.json).
 
@@ -129,8 +72,11 @@ class RunDir:
         cfg.validate()
         if dataset is None:
             dataset = open_dataset(
-                cfg.data.dataset, root=cfg.data.root, split=cfg.data.split,
-                annotations=cfg.data.annotations, class_list=cfg.data.class_list,
+                cfg.data.dataset,
+                root=cfg.data.root,
+                split=cfg.data.split,
+                annotations=cfg.data.annotations,
+                class_list=cfg.data.class_list,
             )
         fingerprint = dataset.fingerprint()
         if (path / RUN_JSON).exists():
@@ -178,14 +124,18 @@ class RunDir:
         return cls.open(path)  # exactly what every later process will see
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path) -> RunDir:
         """Open an existing run; a clear error when the path is missing or not a run."""
         path = Path(path)
         if not path.exists():
-            raise RunNotFoundError(f"run directory {path} does not exist; create it with `joindet flow run pretrain --run-dir {path}`")
+            raise RunNotFoundError(
+                f"run directory {path} does not exist; create it with `joindet flow run pretrain --run-dir {path}`"
+            )
         meta = path / RUN_JSON
         if not meta.is_file():
-            raise RunNotFoundError(f"{path} is not a joindet run (no {RUN_JSON}); point at the directory a pretrain flow created")
+            raise RunNotFoundError(
+                f"{path} is not a joindet run (no {RUN_JSON}); point at the directory a pretrain flow created"
+            )
         try:
             info = json.loads(meta.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -210,8 +160,11 @@ class RunDir:
         cfg = self.config.data
         split = d["split"] if split is None else split
         return open_dataset(
-            d["name"], root=d["root"], split=split,
-            annotations=cfg.annotations if split == d["split"] else None, class_list=cfg.class_list,
+            d["name"],
+            root=d["root"],
+            split=split,
+            annotations=cfg.annotations if split == d["split"] else None,
+            class_list=cfg.class_list,
         )
 
     def images(self) -> pa.Table:
@@ -223,34 +176,6 @@ class RunDir:
     def image_ids(self) -> np.ndarray:
         """int64 [N] image ids of the index, sorted."""
         return self.images().column("image_id").to_numpy()
-
-    def shards(self, num_shards: int) -> list[np.ndarray]:
-        """Contiguous ranges of the index's image ids, ``num_shards`` of them (some may be empty)."""
-        if num_shards < 1:
-            raise ValueError(f"num_shards={num_shards} must be at least 1 (mine.shards in the config)")
-        return [np.asarray(s, np.int64) for s in np.array_split(self.image_ids(), num_shards)]
-
-    def done_shards(self, version: int) -> set[int]:
-        """Shards of the current plan (``mine.shards``) staged with a valid checksum, the image
-        range this plan gives them (a shard staged under another ``mine.shards`` is not done) and,
-        for shards mined by the model, the digest of the checkpoint of epoch ``version - 1`` as it
-        is now (a shard mined by a checkpoint that was since replaced is not done).
-        """
-        shards = self.shards(self.config.mine.shards)
-        ckpt = self.checkpoint_path(version - 1) if version > 0 else None
-        current = file_digest(ckpt) if ckpt is not None and ckpt.exists() else None
-        done = set()
-        for shard_id, marker in self.store.staged_shards(version).items():
-            if shard_id < len(shards):
-                ids = shards[shard_id]
-                first, last = (int(ids[0]), int(ids[-1])) if len(ids) else (None, None)
-                if (marker.meta.get("first_image_id"), marker.meta.get("last_image_id")) != (first, last):
-                    continue
-                mined_by = marker.meta.get("checkpoint_digest")
-                if mined_by is not None and current is not None and mined_by != current:
-                    continue
-                done.add(shard_id)
-        return done
 
     # ------------------------------------------------------------------ quarantine
     def quarantine(self) -> pa.Table:
@@ -299,56 +224,9 @@ class RunDir:
         return d
 
     # ------------------------------------------------------------------ lock
-    @contextmanager
-    def lock(self) -> Iterator["RunDir"]:
+    def lock(self) -> AbstractContextManager[Any]:
         """The run's single-writer lock (the store's), re-entrant within this process."""
-        key = str(self.path.resolve())
-        with _HELD_MUTEX:
-            depth, cm = _HELD.get(key, (0, None))
-            if depth == 0:
-                cm = self.store.lock()
-                cm.__enter__()
-            _HELD[key] = (depth + 1, cm)
-        try:
-            yield self
-        finally:
-            with _HELD_MUTEX:
-                depth, cm = _HELD[key]
-                if depth == 1:
-                    del _HELD[key]
-                    cm.__exit__(None, None, None)
-                else:
-                    _HELD[key] = (depth - 1, cm)
-
-    # ------------------------------------------------------------------ status
-    def status(self) -> RunStatus:
-        """Per schedule entry: done / staged / pending, plus the command that continues the run."""
-        sched = self.config.schedule
-        versions = set(self.store.versions())
-        last = self.last_checkpoint()
-        num_shards = self.config.mine.shards
-        entries = [ScheduleEntry("init v0000", "done" if 0 in versions else "pending")]
-        blocks = sched.blocks()
-        for k, (start, end) in enumerate(blocks):
-            trained = 0 if last is None else max(0, min(last + 1, end) - start)
-            state = "done" if trained == end - start else ("staged" if trained else "pending")
-            entries.append(ScheduleEntry(f"train epochs {start}-{end - 1}", state, f"{trained} of {end - start} epochs"))
-            if k == len(blocks) - 1:
-                break
-            if end in versions:
-                entries += [ScheduleEntry(f"mine v{end:04d}", "done"), ScheduleEntry(f"smooth v{end:04d}", "done")]
-                continue
-            done = len(self.done_shards(end))
-            mstate = "done" if done >= num_shards else ("staged" if done else "pending")
-            entries.append(ScheduleEntry(f"mine v{end:04d}", mstate, f"{min(done, num_shards)} of {num_shards} shards"))
-            entries.append(ScheduleEntry(f"smooth v{end:04d}", "pending"))
-        status = RunStatus(
-            path=str(self.path), entries=entries, latest_version=max(versions) if versions else None,
-            last_checkpoint=last, quarantined=self.quarantine().num_rows,
-        )
-        if not status.complete:
-            status.next_command = f"joindet flow resume {self.path}"
-        return status
+        return self.store.lock()
 
 
 # ---------------------------------------------------------------------- helpers

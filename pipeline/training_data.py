@@ -15,15 +15,16 @@ RNGs of workers and of the main process. So an epoch replays identically after a
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 from torch import Tensor
 
-from pipeline.data import ImageLoadError, TrainTransform, collate
-from priors import BoxSet
+from joindet.pipeline.data import ImageLoadError, TrainTransform, collate
+from joindet.priors import BoxSet
 
 Item = tuple[Tensor, dict[str, Tensor]]
 
@@ -41,7 +42,9 @@ def make_train_transforms(
     ]
 
 
-def training_image_ids(images: pa.Table, quarantined: set[int] | frozenset[int], max_images: int | None = None) -> np.ndarray:
+def training_image_ids(
+    images: pa.Table, quarantined: set[int] | frozenset[int], max_images: int | None = None
+) -> np.ndarray:
     """int64 [N]: sorted image ids of ``images`` (IMAGES_SCHEMA) not in ``quarantined``, first ``max_images``."""
     ids = images.column("image_id").to_numpy().astype(np.int64)
     if quarantined:
@@ -103,8 +106,16 @@ class PriorTrainingSet(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, image_id])
         transform = self.transforms[int(rng.integers(len(self.transforms)))]
         tensor, boxes_cxcywh, keep = transform(image, self.boxes.boxes[lo:hi], rng)
-        labels = torch.ones(len(keep), dtype=torch.int64) if self.labels is None else torch.from_numpy(self.labels[lo:hi][keep.numpy()])
-        return tensor, {"boxes": boxes_cxcywh.float(), "labels": labels, "image_id": torch.tensor(image_id, dtype=torch.int64)}
+        labels = (
+            torch.ones(len(keep), dtype=torch.int64)
+            if self.labels is None
+            else torch.from_numpy(self.labels[lo:hi][keep.numpy()])
+        )
+        return tensor, {
+            "boxes": boxes_cxcywh.float(),
+            "labels": labels,
+            "image_id": torch.tensor(image_id, dtype=torch.int64),
+        }
 
 
 def collate_train(items: list[Item | None]) -> tuple[Tensor, Tensor, list[dict[str, Tensor]]] | None:

@@ -1,16 +1,16 @@
 """Object priors: the prior store and the prior algorithms (pure functions on arrays and BoxSets)."""
 
-from priors.attention import eigen_attention
-from priors.colour_tokens import centre_tokens, colour_tokens
-from priors.boxset import BoxSet, BoxSetError
-from priors.instances import instance_priors
-from priors.regions import region_priors
-from priors.smooth import box_smooth
-from priors.sources import random_crops, selective_search
-from priors.updates import STRATEGIES, update_priors
-from priors.churn import Churn, churn, match_boxes, pairwise_iou
-from priors.store import PriorStore
-from priors.store_errors import (
+from joindet.priors.attention import eigen_attention
+from joindet.priors.boxset import BoxSet, BoxSetError
+from joindet.priors.churn import Churn, churn, match_boxes, pairwise_iou
+from joindet.priors.coco_io import CocoImport, export_coco_results, import_coco, read_coco
+from joindet.priors.colour_tokens import centre_tokens, colour_tokens
+from joindet.priors.instances import instance_priors
+from joindet.priors.regions import region_priors
+from joindet.priors.smooth import box_smooth
+from joindet.priors.sources import random_crops, selective_search
+from joindet.priors.store import AttentionMaps, AttentionStore, PriorStore, read_images_table, write_images_table
+from joindet.priors.store.errors import (
     CorruptFileError,
     RunNotFoundError,
     SchemaVersionError,
@@ -19,9 +19,7 @@ from priors.store_errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from priors.store_images import read_images_table, write_images_table
-from priors.attention_store import AttentionMaps, AttentionStore
-from priors.coco_io import CocoImport, export_coco_results, import_coco, read_coco
+from joindet.priors.updates import STRATEGIES, update_priors
 
 __all__ = ["BoxSet", "BoxSetError"]
 __all__ += ["Churn", "churn", "match_boxes", "pairwise_iou", "PriorStore", "read_images_table", "write_images_table"]

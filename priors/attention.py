@@ -44,9 +44,7 @@ _DTYPE = torch.float32
 _DENSE_MAX = 96
 
 
-def eigen_attention(
-    features: Tensor, valid: Tensor | None = None, tau: float = 0.2, eps: float = 1e-5
-) -> Tensor:
+def eigen_attention(features: Tensor, valid: Tensor | None = None, tau: float = 0.2, eps: float = 1e-5) -> Tensor:
     """Normalized-cut attention maps of a batch of feature maps.
 
     Args:
@@ -164,7 +162,7 @@ def _orthonormalise(y: Tensor, basis: Tensor, mask: Tensor) -> Tensor:
     q, r = torch.linalg.qr(y)
     rel = max(1e-10, 100 * torch.finfo(y.dtype).eps)  # below: rounding noise, not a direction
     tiny = torch.finfo(y.dtype).tiny
-    keep = (r.diagonal(dim1=1, dim2=2).abs() > rel * scale.squeeze(1).clamp_min(tiny))
+    keep = r.diagonal(dim1=1, dim2=2).abs() > rel * scale.squeeze(1).clamp_min(tiny)
     q = q * keep[:, None, :] * m
     for _ in range(2):
         q = (q - basis @ (basis.transpose(1, 2) @ q)) * m
@@ -172,9 +170,7 @@ def _orthonormalise(y: Tensor, basis: Tensor, mask: Tensor) -> Tensor:
     return torch.where(norms > 0.5, q / norms.clamp_min(tiny), torch.zeros_like(q))
 
 
-def _krylov_top(
-    weights: Tensor, dis: Tensor, mask: Tensor, u0: Tensor, active: Tensor
-) -> tuple[Tensor, Tensor]:
+def _krylov_top(weights: Tensor, dis: Tensor, mask: Tensor, u0: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
     """Top eigenvector of A = D^-1/2 W D^-1/2 + I orthogonal to u0, by restarted block Krylov.
 
     weights [B, n, n] (_DTYPE), dis [B, n] (D^-1/2, 0 on padding), mask bool [B, n], u0 [B, n],

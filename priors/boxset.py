@@ -7,13 +7,13 @@ one image's boxes are one contiguous slice and ``for_image`` is a binary search.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from storage_schema import BOXES_SCHEMA, KINDS
+from joindet.storage_schema import BOXES_SCHEMA, KINDS
 
 KIND_CODES = {name: code for code, name in enumerate(KINDS)}
 
@@ -48,7 +48,7 @@ class BoxSet:
         kinds: str | Sequence[str] | np.ndarray | None = None,
         *,
         assume_sorted: bool = False,
-    ) -> "BoxSet":
+    ) -> BoxSet:
         """Build a BoxSet, validating and sorting by image_id (stable).
 
         ``kinds`` is one kind name for all rows, a sequence of names, an int8 array of codes, or
@@ -76,20 +76,18 @@ class BoxSet:
         malformed = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
         if malformed.any():
             bad = int(np.flatnonzero(malformed)[0])
-            raise BoxSetError(
-                f"box {bad} (image_id {ids[bad]}) is malformed: {b[bad].tolist()} has x1 < x0 or y1 < y0"
-            )
+            raise BoxSetError(f"box {bad} (image_id {ids[bad]}) is malformed: {b[bad].tolist()} has x1 < x0 or y1 < y0")
         if not assume_sorted and n and (np.diff(ids) < 0).any():
             order = np.argsort(ids, kind="stable")
             ids, b, s, k = ids[order], b[order], s[order], k[order]
         return cls(ids, np.ascontiguousarray(b), s, k)
 
     @classmethod
-    def empty(cls) -> "BoxSet":
+    def empty(cls) -> BoxSet:
         return cls.from_arrays(np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
 
     @classmethod
-    def concat(cls, sets: Iterable["BoxSet"]) -> "BoxSet":
+    def concat(cls, sets: Iterable[BoxSet]) -> BoxSet:
         """Concatenate several sets (re-sorted by image_id, stable in the given order)."""
         sets = list(sets)
         if not sets:
@@ -111,7 +109,7 @@ class BoxSet:
         hi = int(np.searchsorted(self.image_ids, image_id, side="right"))
         return lo, hi
 
-    def for_image(self, image_id: int) -> "BoxSet":
+    def for_image(self, image_id: int) -> BoxSet:
         lo, hi = self.span(image_id)
         return BoxSet(self.image_ids[lo:hi], self.boxes[lo:hi], self.scores[lo:hi], self.kinds[lo:hi])
 
@@ -139,21 +137,21 @@ class BoxSet:
             raise BoxSetError("offsets() needs sorted image_ids")
         return np.concatenate([starts, stops[-1:] if len(ids) else [0]]).astype(np.int64)
 
-    def select(self, mask: np.ndarray) -> "BoxSet":
+    def select(self, mask: np.ndarray) -> BoxSet:
         """Rows where ``mask`` (bool [N]) is true; order kept."""
         return BoxSet(self.image_ids[mask], self.boxes[mask], self.scores[mask], self.kinds[mask])
 
-    def with_kind(self, kind: str) -> "BoxSet":
+    def with_kind(self, kind: str) -> BoxSet:
         """The same boxes with every row's kind set to ``kind``."""
         return BoxSet(self.image_ids, self.boxes, self.scores, _kind_codes(kind, len(self)))
 
-    def of_kind(self, kind: str) -> "BoxSet":
+    def of_kind(self, kind: str) -> BoxSet:
         return self.select(self.kinds == KIND_CODES[kind])
 
     def kind_names(self) -> list[str]:
         return [KINDS[int(c)] for c in self.kinds]
 
-    def equals(self, other: "BoxSet") -> bool:
+    def equals(self, other: BoxSet) -> bool:
         return (
             np.array_equal(self.image_ids, other.image_ids)
             and np.array_equal(self.boxes, other.boxes)
@@ -175,7 +173,7 @@ class BoxSet:
         return pa.Table.from_arrays(cols, schema=BOXES_SCHEMA)
 
     @classmethod
-    def from_arrow(cls, table: pa.Table, *, validate: bool = True) -> "BoxSet":
+    def from_arrow(cls, table: pa.Table, *, validate: bool = True) -> BoxSet:
         """Inverse of ``to_arrow``. Columns are looked up by name; extra columns are ignored.
 
         ``validate=False`` skips the checks of ``from_arrays`` (finite, x0 <= x1, sorted): only for

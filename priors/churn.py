@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from priors.boxset import BoxSet
+from joindet.priors.boxset import BoxSet
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def churn(prev: BoxSet, cur: BoxSet, iou_thr: float = 0.5) -> Churn:
     matched = np.zeros(len(ids), np.int64)
     iou_sum = 0.0
     for i in np.flatnonzero((n_prev > 0) & (n_cur > 0)):
-        _, _, iou = match_boxes(prev.boxes[po[i]:po[i + 1]], cur.boxes[co[i]:co[i + 1]], iou_thr)
+        _, _, iou = match_boxes(prev.boxes[po[i] : po[i + 1]], cur.boxes[co[i] : co[i + 1]], iou_thr)
         matched[i] = len(iou)
         iou_sum += float(iou.sum())
     total = int(matched.sum())

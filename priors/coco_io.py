@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from priors.boxset import BoxSet
-from priors.store_errors import StoreError
-from storage_schema import IMAGES_SCHEMA, SchemaError, validate_images_table
+from joindet.priors.boxset import BoxSet
+from joindet.priors.store.errors import StoreError
+from joindet.storage_schema import IMAGES_SCHEMA, SchemaError, validate_images_table
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,9 @@ def read_coco(json_obj: Any, images_table: pa.Table | None = None, source: str =
             )
         images, records, is_ann = images_table, json_obj, False
     else:
-        raise StoreError(f"{source}: expected a COCO annotations object or a results list, got {type(json_obj).__name__}")
+        raise StoreError(
+            f"{source}: expected a COCO annotations object or a results list, got {type(json_obj).__name__}"
+        )
     if not isinstance(records, list):
         raise StoreError(f"{source}: 'annotations' must be a list")
     return _convert(records, images, source, is_ann)
@@ -167,7 +169,9 @@ def _images_from_json(images: Any, source: str) -> pa.Table:
             "height": [int(im["height"]) for im in images],
         }
     except (KeyError, TypeError, ValueError) as exc:
-        raise StoreError(f"{source}: every entry of 'images' needs id, width and height ({exc!r} missing or invalid)") from None
+        raise StoreError(
+            f"{source}: every entry of 'images' needs id, width and height ({exc!r} missing or invalid)"
+        ) from None
     try:
         return validate_images_table(pa.table(cols), f"{source} 'images'").cast(IMAGES_SCHEMA)
     except SchemaError as exc:
@@ -201,7 +205,9 @@ def _sizes_for(ids: np.ndarray, images: pa.Table, source: str) -> tuple[np.ndarr
     ok = (pos < len(sorted_ids)) & (sorted_ids[pos_c] == ids) if len(sorted_ids) else np.zeros(len(ids), bool)
     if not ok.all():
         bad = int(ids[np.flatnonzero(~ok)[0]])
-        raise StoreError(f"{source}: image_id {bad} is not in the run's image index; the file does not belong to this run")
+        raise StoreError(
+            f"{source}: image_id {bad} is not in the run's image index; the file does not belong to this run"
+        )
     rows = order[pos_c]
     w = images.column("width").to_numpy().astype(np.float64)[rows]
     h = images.column("height").to_numpy().astype(np.float64)[rows]

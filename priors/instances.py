@@ -10,10 +10,9 @@ cell holding its own centre.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from priors.regions import foreground_masks, valid_extent
+from joindet.priors.regions import foreground_masks, valid_extent
 
 
 def instance_priors(
@@ -88,8 +87,6 @@ def _foreground_share(
     j0, i0 = np.clip(j0, 0, cols[:, None] - 1), np.clip(i0, 0, rows[:, None] - 1)
     j1, i1 = np.clip(j1, 0, cols[:, None] - 1), np.clip(i1, 0, rows[:, None] - 1)
     bi = np.arange(bsz)[:, None]
-    inside = (
-        integral[bi, i1 + 1, j1 + 1] - integral[bi, i0, j1 + 1] - integral[bi, i1 + 1, j0] + integral[bi, i0, j0]
-    )
+    inside = integral[bi, i1 + 1, j1 + 1] - integral[bi, i0, j1 + 1] - integral[bi, i1 + 1, j0] + integral[bi, i0, j0]
     total = (i1 - i0 + 1) * (j1 - j0 + 1)
     return inside / np.maximum(total, 1)

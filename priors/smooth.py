@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from priors.boxset import BoxSet
+from joindet.priors.boxset import BoxSet
 
 #: Images x cluster slots per padded block (~ 200 bytes a slot). Small blocks keep the per-step
 #: working set in cache and let freed buffers be reused (no fresh page faults); measured fastest
@@ -39,11 +39,17 @@ from priors.boxset import BoxSet
 _SLOTS_PER_BLOCK = 1 << 16
 
 
+#: m_s of the paper: the weight of the previous priors in Box Smooth.
+MOMENTUM = 0.45
+#: IoU above which a box joins a cluster (Weighted Boxes Fusion's default, kept by the paper).
+IOU_THR = 0.55
+
+
 def box_smooth(
     prev: BoxSet,
     cur: BoxSet,
-    momentum: float = 0.45,
-    iou_thr: float = 0.55,
+    momentum: float = MOMENTUM,
+    iou_thr: float = IOU_THR,
     min_score: float = 0.0,
     max_per_image: int | None = None,
 ) -> BoxSet:
@@ -104,8 +110,17 @@ def box_smooth(
         hi = min(len(uniq), lo + max(1, _SLOTS_PER_BLOCK // width))
         rows = by_pos[row_start[lo] : row_start[hi]]
         block_img, rank, b, s = _cluster_block(
-            hi - lo, width, row_pos.take(rows) - lo, col.take(rows), boxes.take(rows, axis=0),
-            scores.take(rows), from_cur.take(rows), momentum, iou_thr, min_score, max_per_image,
+            hi - lo,
+            width,
+            row_pos.take(rows) - lo,
+            col.take(rows),
+            boxes.take(rows, axis=0),
+            scores.take(rows),
+            from_cur.take(rows),
+            momentum,
+            iou_thr,
+            min_score,
+            max_per_image,
         )
         kept.append((by_len[lo:hi].take(block_img), rank, b, s))
         lo = hi
@@ -258,9 +273,11 @@ def _cluster_block(
                 unsure = np.flatnonzero(~certain)
                 slots = (np.arange(c)[:, None] * n_img + unsure).ravel()
                 matched[unsure], best[unsure] = _exact_match(
-                    _fused64(sums.take(slots, axis=0), None if first is None else first.take(slots, axis=0))
-                    .reshape(5, c, len(unsure)),
-                    box[unsure], iou_thr,
+                    _fused64(sums.take(slots, axis=0), None if first is None else first.take(slots, axis=0)).reshape(
+                        5, c, len(unsure)
+                    ),
+                    box[unsure],
+                    iou_thr,
                 )
             tgt = np.where(matched, best, ncl)
         else:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from priors.boxset import BoxSet
+from joindet.priors.boxset import BoxSet
 
 SELECTIVE_SEARCH_HINT = (
-    'selective search needs cv2.ximgproc from opencv-contrib, which is not installed; '
+    "selective search needs cv2.ximgproc from opencv-contrib, which is not installed; "
     'run pip install "joindet[selective-search]" (opencv-contrib-python-headless) or choose another prior source'
 )
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from priors.boxset import BoxSet
-from priors.smooth import box_smooth
+from joindet.priors.boxset import BoxSet
+from joindet.priors.smooth import IOU_THR, MOMENTUM, box_smooth
 
 STRATEGIES = ("box_smooth", "direct", "nms", "fixed")
 
@@ -29,8 +29,8 @@ def update_priors(
     strategy: str = "box_smooth",
     *,
     r0: BoxSet | None = None,
-    momentum: float = 0.45,
-    iou_thr: float = 0.55,
+    momentum: float = MOMENTUM,
+    iou_thr: float = IOU_THR,
     min_score: float = 0.0,
     max_per_image: int | None = None,
 ) -> BoxSet:

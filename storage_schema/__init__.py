@@ -3,10 +3,10 @@
 Imports no other joindet package.
 """
 
-from storage_schema.attention import ATTENTION_LAYOUT, ATTENTION_MAX_SIDE
-from storage_schema.manifest import SCHEMA_VERSION, FileEntry, Manifest, ShardMarker, check_schema_version
-from storage_schema.tables import BOXES_SCHEMA, IMAGES_SCHEMA, KINDS, QUARANTINE_SCHEMA
-from storage_schema.validate import (
+from joindet.storage_schema.attention import ATTENTION_LAYOUT, ATTENTION_MAX_SIDE
+from joindet.storage_schema.manifest import SCHEMA_VERSION, FileEntry, Manifest, ShardMarker, check_schema_version
+from joindet.storage_schema.tables import BOXES_SCHEMA, IMAGES_SCHEMA, KINDS, QUARANTINE_SCHEMA
+from joindet.storage_schema.validate import (
     SchemaError,
     SchemaVersionError,
     conform,

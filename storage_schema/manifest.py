@@ -30,8 +30,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from storage_schema.tables import KINDS
-from storage_schema.validate import SchemaError, SchemaVersionError, require
+from joindet.storage_schema.tables import KINDS
+from joindet.storage_schema.validate import SchemaError, SchemaVersionError, require
 
 #: Version of the on-disk format (manifest, markers, table schemas). Readers refuse other values.
 SCHEMA_VERSION = 1
@@ -76,7 +76,7 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str | bytes, source: str = "manifest.json") -> "Manifest":
+    def from_json(cls, text: str | bytes, source: str = "manifest.json") -> Manifest:
         """Parse and validate; errors are ``SchemaError`` naming ``source`` and the field."""
         try:
             obj = json.loads(text)
@@ -85,14 +85,18 @@ class Manifest:
         return cls.from_dict(obj, source)
 
     @classmethod
-    def from_dict(cls, obj: Any, source: str = "manifest.json") -> "Manifest":
+    def from_dict(cls, obj: Any, source: str = "manifest.json") -> Manifest:
         require(isinstance(obj, dict), source, "", "the manifest must be a JSON object")
         check_schema_version(obj, source)
         version = _int(obj, "version", source)
         require(version >= 0, source, "version", "must be >= 0")
         parent = obj.get("parent")
-        require(parent is None or (isinstance(parent, int) and 0 <= parent < version), source,
-                "parent", f"must be null or an earlier version than {version}, got {parent!r}")
+        require(
+            parent is None or (isinstance(parent, int) and 0 <= parent < version),
+            source,
+            "parent",
+            f"must be null or an earlier version than {version}, got {parent!r}",
+        )
         files_obj = obj.get("files")
         require(isinstance(files_obj, dict) and files_obj, source, "files", "must be a non-empty object")
         files = {}
@@ -100,8 +104,7 @@ class Manifest:
             require(kind in KINDS, source, f"files.{kind}", f"unknown kind; expected one of {list(KINDS)}")
             files[kind] = _file_entry(entry, source, f"files.{kind}")
         for name in ("checkpoint_digest", "config_digest"):
-            require(obj.get(name) is None or isinstance(obj.get(name), str), source, name,
-                    "must be a string or null")
+            require(obj.get(name) is None or isinstance(obj.get(name), str), source, name, "must be a string or null")
         stats = obj.get("stats", {})
         require(isinstance(stats, dict), source, "stats", "must be an object")
         created = obj.get("created")
@@ -141,7 +144,7 @@ class ShardMarker:
         return json.dumps(d, indent=2, sort_keys=True, allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str | bytes, source: str) -> "ShardMarker":
+    def from_json(cls, text: str | bytes, source: str) -> ShardMarker:
         try:
             obj = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -149,8 +152,12 @@ class ShardMarker:
         require(isinstance(obj, dict), source, "", "the marker must be a JSON object")
         check_schema_version(obj, source)
         kinds = obj.get("kinds")
-        require(isinstance(kinds, dict) and all(k in KINDS for k in kinds), source, "kinds",
-                f"must map kinds in {list(KINDS)} to row counts")
+        require(
+            isinstance(kinds, dict) and all(k in KINDS for k in kinds),
+            source,
+            "kinds",
+            f"must map kinds in {list(KINDS)} to row counts",
+        )
         return cls(
             version=_int(obj, "version", source),
             shard_id=_int(obj, "shard_id", source),
@@ -165,8 +172,9 @@ class ShardMarker:
 def check_schema_version(obj: dict[str, Any], source: str) -> None:
     """Refuse a document written by another format version, naming the file and the fix."""
     sv = obj.get("schema_version")
-    require(isinstance(sv, int) and not isinstance(sv, bool), source, "schema_version",
-            f"must be an integer, got {sv!r}")
+    require(
+        isinstance(sv, int) and not isinstance(sv, bool), source, "schema_version", f"must be an integer, got {sv!r}"
+    )
     if sv != SCHEMA_VERSION:
         newer = "a newer" if sv > SCHEMA_VERSION else "an older"
         raise SchemaVersionError(
@@ -177,19 +185,21 @@ def check_schema_version(obj: dict[str, Any], source: str) -> None:
 
 def _int(obj: dict[str, Any], name: str, source: str) -> int:
     value = obj.get(name)
-    require(isinstance(value, int) and not isinstance(value, bool), source, name,
-            f"must be an integer, got {value!r}")
+    require(isinstance(value, int) and not isinstance(value, bool), source, name, f"must be an integer, got {value!r}")
     return value
 
 
 def _file_entry(entry: Any, source: str, where: str) -> FileEntry:
     require(isinstance(entry, dict), source, where, "must be an object with path, rows, bytes, sha256")
     path = entry.get("path")
-    require(isinstance(path, str) and path and "/" not in path and ".." not in path, source,
-            f"{where}.path", f"must be a plain file name, got {path!r}")
+    require(
+        isinstance(path, str) and path and "/" not in path and ".." not in path,
+        source,
+        f"{where}.path",
+        f"must be a plain file name, got {path!r}",
+    )
     sha = entry.get("sha256")
-    require(isinstance(sha, str) and len(sha) == 64, source, f"{where}.sha256",
-            "must be a 64-character hex digest")
+    require(isinstance(sha, str) and len(sha) == 64, source, f"{where}.sha256", "must be a 64-character hex digest")
     rows, size = _int(entry, "rows", source), _int(entry, "bytes", source)
     require(rows >= 0 and size >= 0, source, where, "rows and bytes must be >= 0")
     return FileEntry(path=path, rows=rows, bytes=size, sha256=sha)

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage_schema.tables import BOXES_SCHEMA, IMAGES_SCHEMA, KINDS, QUARANTINE_SCHEMA
+from joindet.storage_schema.tables import BOXES_SCHEMA, IMAGES_SCHEMA, KINDS, QUARANTINE_SCHEMA
 
 
 class SchemaError(ValueError):
@@ -36,8 +36,7 @@ def conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
     """
     cols = []
     for f in schema:
-        require(f.name in table.column_names, source, f.name,
-                f"is missing (columns present: {table.column_names})")
+        require(f.name in table.column_names, source, f.name, f"is missing (columns present: {table.column_names})")
         col = table.column(f.name)
         if not f.nullable:
             require(col.null_count == 0, source, f.name, f"has {col.null_count} null values")
@@ -76,11 +75,12 @@ def validate_boxes_table(table: pa.Table, source: str, kind: str | None = None) 
     x0, y0, x1, y1 = (t.column(c).to_numpy() for c in ("x0", "y0", "x1", "y1"))
     for name, col in (("x0", x0), ("y0", y0), ("x1", x1), ("y1", y1), ("score", t.column("score").to_numpy())):
         require(bool(np.isfinite(col).all()), source, name, "has NaN or infinite values")
-    require(bool((x0 <= x1).all() and (y0 <= y1).all()), source, "x1/y1",
-            "must be >= x0/y0 on every row (normalised xyxy)")
+    require(
+        bool((x0 <= x1).all() and (y0 <= y1).all()), source, "x1/y1", "must be >= x0/y0 on every row (normalised xyxy)"
+    )
     names = set()
     for chunk in t.column("kind").chunks:
-        names |= {n for n in chunk.dictionary.to_pylist()} if len(chunk) else set()
+        names |= set(chunk.dictionary.to_pylist()) if len(chunk) else set()
     unknown = names - set(KINDS)
     require(not unknown, source, "kind", f"has unknown values {sorted(unknown)}; expected {list(KINDS)}")
     if kind is not None and t.num_rows:

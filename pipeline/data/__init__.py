@@ -5,17 +5,25 @@ Entry points: :func:`open_dataset` -> :class:`Dataset` (``index()``, ``load(imag
 :class:`TrainTransform`, :func:`collate`; :func:`low_data_subset`; :func:`generate_synthetic`.
 """
 
-from pipeline.data.coco_json import coco_json_dataset, read_json, validate_coco
-from pipeline.data.dataset import Dataset, index_fingerprint, make_index, safe_relative
-from pipeline.data.decode import IMAGE_SUFFIXES, decode_image, header_size, read_image
-from pipeline.data.errors import AnnotationError, DatasetNotFoundError, ImageLoadError
-from pipeline.data.folders import folder_dataset, imagenet_dataset
-from pipeline.data.registry import DATASET_NAMES, cache_root, open_dataset, synthetic_dataset
-from pipeline.data.subsets import low_data_subset
-from pipeline.data.synthetic import Scene, SyntheticSpec, categories as synthetic_categories
-from pipeline.data.synthetic import generate_synthetic, render_scene, scene_rng
-from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MiningTransform, TrainTransform, collate, resized_shape, to_tensor
-from pipeline.data.voc import VOC_CLASSES, voc_dataset
+from joindet.pipeline.data.coco_json import coco_json_dataset, read_json, validate_coco
+from joindet.pipeline.data.dataset import Dataset, index_fingerprint, make_index, safe_relative
+from joindet.pipeline.data.decode import IMAGE_SUFFIXES, decode_image, header_size, read_image
+from joindet.pipeline.data.errors import AnnotationError, DatasetNotFoundError, ImageLoadError
+from joindet.pipeline.data.folders import folder_dataset, imagenet_dataset
+from joindet.pipeline.data.registry import DATASET_NAMES, cache_root, open_dataset, synthetic_dataset
+from joindet.pipeline.data.subsets import low_data_subset
+from joindet.pipeline.data.synthetic import Scene, SyntheticSpec, generate_synthetic, render_scene, scene_rng
+from joindet.pipeline.data.synthetic import categories as synthetic_categories
+from joindet.pipeline.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MiningTransform,
+    TrainTransform,
+    collate,
+    resized_shape,
+    to_tensor,
+)
+from joindet.pipeline.data.voc import VOC_CLASSES, voc_dataset
 
 __all__ = [
     "AnnotationError", "DATASET_NAMES", "Dataset", "DatasetNotFoundError", "IMAGENET_MEAN",

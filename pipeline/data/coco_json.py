@@ -17,9 +17,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.data.dataset import Dataset, make_index, safe_relative
-from pipeline.data.decode import header_size
-from pipeline.data.errors import AnnotationError
+from joindet.pipeline.data.dataset import Dataset, make_index, safe_relative
+from joindet.pipeline.data.decode import header_size
+from joindet.pipeline.data.errors import AnnotationError
 
 
 def read_json(path: Path) -> Any:
@@ -31,7 +31,9 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError:
         raise FileNotFoundError(f"annotation file {path} does not exist; check --annotations.") from None
     except UnicodeDecodeError as exc:
-        raise AnnotationError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 JSON.") from None
+        raise AnnotationError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 JSON."
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -43,17 +45,23 @@ def read_json(path: Path) -> Any:
 def _int_field(obj: dict, key: str, where: str, path: Path) -> int:
     value = obj.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-        raise AnnotationError(f"{path}: {where} has no integer {key!r} (got {value!r}); every {where.split()[0]} needs one.")
+        raise AnnotationError(
+            f"{path}: {where} has no integer {key!r} (got {value!r}); every {where.split()[0]} needs one."
+        )
     return int(value)
 
 
 def validate_coco(data: Any, path: Path) -> dict:
     """Check the parts of a COCO dict joindet uses; returns it. Errors name the file and field."""
     if not isinstance(data, dict):
-        raise AnnotationError(f"{path}: the top level must be a JSON object with an 'images' list, got {type(data).__name__}.")
+        raise AnnotationError(
+            f"{path}: the top level must be a JSON object with an 'images' list, got {type(data).__name__}."
+        )
     images = data.get("images")
     if not isinstance(images, list):
-        raise AnnotationError(f"{path}: missing 'images' list; a COCO file needs 'images' (and 'annotations', 'categories' for boxes).")
+        raise AnnotationError(
+            f"{path}: missing 'images' list; a COCO file needs 'images' (and 'annotations', 'categories' for boxes)."
+        )
     for i, img in enumerate(images):
         if not isinstance(img, dict):
             raise AnnotationError(f"{path}: images[{i}] is not an object.")
@@ -73,7 +81,9 @@ def validate_coco(data: Any, path: Path) -> dict:
             or len(bbox) != 4
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
         ):
-            raise AnnotationError(f"{path}: annotations[{j}] has bbox {bbox!r}; it must be [x, y, width, height] in pixels.")
+            raise AnnotationError(
+                f"{path}: annotations[{j}] has bbox {bbox!r}; it must be [x, y, width, height] in pixels."
+            )
     for k, cat in enumerate(data.get("categories", [])):
         if not isinstance(cat, dict):
             raise AnnotationError(f"{path}: categories[{k}] is not an object.")

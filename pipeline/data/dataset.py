@@ -10,15 +10,16 @@ an image raises :class:`ImageLoadError`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.data.decode import read_image
-from pipeline.data.errors import AnnotationError, ImageLoadError
-from storage_schema import IMAGES_SCHEMA
+from joindet.pipeline.data.decode import read_image
+from joindet.pipeline.data.errors import AnnotationError, ImageLoadError
+from joindet.storage_schema import IMAGES_SCHEMA
 
 
 def safe_relative(file_name: str, source: Path | str) -> str:
@@ -28,7 +29,9 @@ def safe_relative(file_name: str, source: Path | str) -> str:
     the data root, so they are refused.
     """
     if not isinstance(file_name, str) or not file_name.strip():
-        raise AnnotationError(f"{source}: an image has an empty or non-string file name; give every image a relative file name.")
+        raise AnnotationError(
+            f"{source}: an image has an empty or non-string file name; give every image a relative file name."
+        )
     posix = file_name.replace("\\", "/")
     if PurePosixPath(posix).is_absolute() or PureWindowsPath(file_name).drive:
         raise AnnotationError(
@@ -71,7 +74,7 @@ def index_fingerprint(index: pa.Table) -> str:
     h = hashlib.sha256()
     cols = index.to_pydict()
     for row in zip(cols["image_id"], cols["file"], cols["width"], cols["height"]):
-        h.update(("%d\t%s\t%d\t%d\n" % row).encode("utf-8"))
+        h.update("{:d}\t{}\t{:d}\t{:d}\n".format(*row).encode("utf-8"))
     return h.hexdigest()
 
 

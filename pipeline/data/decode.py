@@ -12,12 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.data.errors import ImageLoadError
+from joindet.pipeline.data.errors import ImageLoadError
 
 #: File name suffixes treated as images when listing folders (lower case).
-IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-)
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
 _FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
 _JPEG_SOI = b"\xff\xd8"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.data.dataset import Dataset, make_index
-from pipeline.data.decode import IMAGE_SUFFIXES, header_size
-from pipeline.data.errors import AnnotationError, DatasetNotFoundError
+from joindet.pipeline.data.dataset import Dataset, make_index
+from joindet.pipeline.data.decode import IMAGE_SUFFIXES, header_size
+from joindet.pipeline.data.errors import AnnotationError, DatasetNotFoundError
 
 
 def list_images(root: Path, sub: str = "") -> list[str]:
@@ -38,7 +38,13 @@ def list_images(root: Path, sub: str = "") -> list[str]:
 
 
 _SIZE_CACHE_SCHEMA = pa.schema(
-    [("file", pa.string()), ("bytes", pa.int64()), ("mtime_ns", pa.int64()), ("width", pa.int32()), ("height", pa.int32())]
+    [
+        ("file", pa.string()),
+        ("bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+    ]
 )
 
 
@@ -54,7 +60,10 @@ def _read_sizes(root: Path, files: list[str], cache_dir: Path | None) -> list[tu
         if cache.is_file():
             try:
                 t = pq.read_table(cache).to_pydict()
-                known = {f: (b, m, w, h) for f, b, m, w, h in zip(t["file"], t["bytes"], t["mtime_ns"], t["width"], t["height"])}
+                known = {
+                    f: (b, m, w, h)
+                    for f, b, m, w, h in zip(t["file"], t["bytes"], t["mtime_ns"], t["width"], t["height"])
+                }
             except (OSError, pa.ArrowInvalid, KeyError):
                 known = {}  # a damaged cache is rebuilt
     todo = [
@@ -111,7 +120,9 @@ def read_class_list(path: Path) -> list[str]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise FileNotFoundError(f"class list {path} does not exist; give a text file with one class folder name per line.") from None
+        raise FileNotFoundError(
+            f"class list {path} does not exist; give a text file with one class folder name per line."
+        ) from None
     names = [ln.split("#", 1)[0].strip() for ln in lines]
     names = [n for n in names if n]
     if not names:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.data.coco_json import coco_json_dataset
-from pipeline.data.dataset import Dataset
-from pipeline.data.errors import DatasetNotFoundError
-from pipeline.data.folders import folder_dataset, imagenet_dataset
-from pipeline.data.synthetic import SyntheticSpec, ensure_synthetic
-from pipeline.data.voc import voc_dataset
+from joindet.pipeline.data.coco_json import coco_json_dataset
+from joindet.pipeline.data.dataset import Dataset
+from joindet.pipeline.data.errors import DatasetNotFoundError
+from joindet.pipeline.data.folders import folder_dataset, imagenet_dataset
+from joindet.pipeline.data.synthetic import SyntheticSpec, ensure_synthetic
+from joindet.pipeline.data.voc import voc_dataset
 
 DATASET_NAMES: tuple[str, ...] = ("coco", "voc", "imagenet", "coco-json", "folder", "synthetic")
 
@@ -54,8 +54,9 @@ def _coco(root: Path, split: str, annotations: Path | None, cache_dir: Path | No
     return coco_json_dataset("coco", ann, root, split, prefix=f"{split}2017/", cache_dir=cache_dir)
 
 
-def synthetic_dataset(root: Path, split: str = "train", spec: SyntheticSpec = SyntheticSpec()) -> Dataset:
-    """The synthetic dataset under ``root``, generated there with ``spec`` if absent."""
+def synthetic_dataset(root: Path, split: str = "train", spec: SyntheticSpec | None = None) -> Dataset:
+    """The synthetic dataset under ``root``, generated there with ``spec`` (default: SyntheticSpec()) if absent."""
+    spec = SyntheticSpec() if spec is None else spec
     if split not in ("train", "val"):
         raise ValueError(f"the synthetic dataset has splits train and val, not {split!r}.")
     ann = root / "annotations" / f"instances_{split}.json"
@@ -68,7 +69,9 @@ def synthetic_dataset(root: Path, split: str = "train", spec: SyntheticSpec = Sy
     if not generated and not ann.is_file():
         ensure_synthetic(root, spec)
     if not ann.is_file():
-        raise DatasetNotFoundError(f"{ann} is missing (the dataset at {root} has no {split} split); regenerate it with joindet data synth.")
+        raise DatasetNotFoundError(
+            f"{ann} is missing (the dataset at {root} has no {split} split); regenerate it with joindet data synth."
+        )
     return coco_json_dataset("synthetic", ann, root, split, prefix=f"{split}/")
 
 
@@ -107,12 +110,16 @@ def open_dataset(
         return synthetic_dataset(base, split, spec)
     if name == "coco-json":
         if ann is None:
-            raise ValueError("--dataset coco-json needs --annotations FILE (a COCO-format JSON) and --data-root IMAGE_ROOT.")
+            raise ValueError(
+                "--dataset coco-json needs --annotations FILE (a COCO-format JSON) and --data-root IMAGE_ROOT."
+            )
         if not ann.is_file():
             raise DatasetNotFoundError(f"annotation file {ann} does not exist; check --annotations.")
         image_root = Path(root).expanduser() if root is not None else ann.parent
         if not image_root.is_dir():
-            raise DatasetNotFoundError(f"image root {image_root} does not exist; pass the folder the JSON's file names are relative to as --data-root.")
+            raise DatasetNotFoundError(
+                f"image root {image_root} does not exist; pass the folder the JSON's file names are relative to as --data-root."
+            )
         return coco_json_dataset("coco-json", ann, image_root, split, cache_dir=cache)
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}.")

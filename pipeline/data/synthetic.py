@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from pipeline.data.synthetic_draw import SHAPES, background, fill, object_colour, shape_mask
-from pipeline.progress import NULL_PROGRESS, Progress
+from joindet.pipeline.data.synthetic_draw import SHAPES, background, fill, object_colour, shape_mask
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
 
 _SPLIT_CODES = {"train": 0, "val": 1}
 GENERATOR_VERSION = 1
@@ -47,7 +47,9 @@ class SyntheticSpec:
 
     def slug(self) -> str:
         """Folder name that identifies these parameters (used for the cache)."""
-        return f"n{self.images}-v{self.val_images}-s{self.size}-seed{self.seed}-{self.image_format}-g{GENERATOR_VERSION}"
+        return (
+            f"n{self.images}-v{self.val_images}-s{self.size}-seed{self.seed}-{self.image_format}-g{GENERATOR_VERSION}"
+        )
 
 
 @dataclass
@@ -198,7 +200,9 @@ def generate_synthetic(
         _write_split(tmp, "train", spec, num_images, progress)
         if n_val:
             _write_split(tmp, "val", spec, n_val, progress)
-        (tmp / "synthetic.json").write_text(json.dumps({**asdict(spec), "generator_version": GENERATOR_VERSION}, indent=1))
+        (tmp / "synthetic.json").write_text(
+            json.dumps({**asdict(spec), "generator_version": GENERATOR_VERSION}, indent=1)
+        )
         if out.exists():
             out.rmdir()  # empty (checked above); rename needs the name free
         os.replace(tmp, out)

@@ -84,7 +84,11 @@ def shape_mask(rng: np.random.Generator, shape: str, size: int, cx: float, cy: f
         cv2.fillPoly(canvas, [np.round(pts).astype(np.int32)], 1)
     elif shape in ("polygon", "textured blob"):
         n = int(rng.integers(3, 8)) if shape == "polygon" else 48
-        theta = np.sort(rng.uniform(0.0, 2 * np.pi, n)) if shape == "polygon" else np.linspace(0, 2 * np.pi, n, endpoint=False)
+        theta = (
+            np.sort(rng.uniform(0.0, 2 * np.pi, n))
+            if shape == "polygon"
+            else np.linspace(0, 2 * np.pi, n, endpoint=False)
+        )
         if shape == "polygon":
             radius = half * rng.uniform(0.6, 1.0, n)
         else:  # a smooth wobbly outline: a few random harmonics of the radius
@@ -103,7 +107,11 @@ def fill(rng: np.random.Generator, size: int, colour: np.ndarray, textured: bool
     """A full-frame ``[size, size, 3]`` fill in ``colour``: solid, shaded, striped, checkered or
     noise-textured. Pattern shades stay on the same side of the background as ``colour``."""
     xx, yy = _coords(size)
-    kind = "texture" if textured else rng.choice(["solid", "shaded", "stripes", "checker", "texture"], p=[0.35, 0.25, 0.15, 0.1, 0.15])
+    kind = (
+        "texture"
+        if textured
+        else rng.choice(["solid", "shaded", "stripes", "checker", "texture"], p=[0.35, 0.25, 0.15, 0.1, 0.15])
+    )
     base = np.broadcast_to(colour, (size, size, 3)).astype(np.float32)
     if kind == "solid":
         return base.copy()

@@ -8,14 +8,14 @@ Inputs are ``uint8 [H, W, 3]`` RGB arrays (from ``Dataset.load``). Outputs are f
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 from torchvision.ops import box_convert
 
-from pipeline.data.copy_paste import paste_small_boxes
+from joindet.pipeline.data.copy_paste import paste_small_boxes
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -69,7 +69,9 @@ def _scaled_window(image: np.ndarray, hs: int, ws: int, y_off: int, x_off: int, 
 
 def _check_image(image: np.ndarray) -> None:
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
-        raise ValueError(f"transforms expect a uint8 [H, W, 3] RGB array, got {getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}.")
+        raise ValueError(
+            f"transforms expect a uint8 [H, W, 3] RGB array, got {getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}."
+        )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError("transforms got a zero-size image.")
 
@@ -148,9 +150,7 @@ class TrainTransform:
         out = _scaled_window(image, hs, ws, y_off, x_off, oh, ow)
         px = b * np.array([ws, hs, ws, hs]) - np.array([x_off, y_off, x_off, y_off])
         px = np.clip(px, 0.0, np.array([ow, oh, ow, oh], dtype=np.float64))
-        keep = np.nonzero(
-            (px[:, 2] - px[:, 0] >= self.min_box_size) & (px[:, 3] - px[:, 1] >= self.min_box_size)
-        )[0]
+        keep = np.nonzero((px[:, 2] - px[:, 0] >= self.min_box_size) & (px[:, 3] - px[:, 1] >= self.min_box_size))[0]
         px = px[keep]
         if rng.random() < self.flip:
             out = out[:, ::-1]

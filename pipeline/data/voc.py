@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.data.dataset import Dataset, make_index
-from pipeline.data.decode import header_size
-from pipeline.data.errors import AnnotationError, DatasetNotFoundError
+from joindet.pipeline.data.dataset import Dataset, make_index
+from joindet.pipeline.data.decode import header_size
+from joindet.pipeline.data.errors import AnnotationError, DatasetNotFoundError
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -55,7 +55,9 @@ def voc_parts(root: Path, split: str) -> list[tuple[str, str]]:
 def _text(node: ET.Element | None, tag: str, xml_path: Path) -> str:
     child = node.find(tag) if node is not None else None
     if child is None or child.text is None:
-        raise AnnotationError(f"{xml_path}: missing <{tag}>; every object needs a name and a bndbox with xmin, ymin, xmax, ymax.")
+        raise AnnotationError(
+            f"{xml_path}: missing <{tag}>; every object needs a name and a bndbox with xmin, ymin, xmax, ymax."
+        )
     return child.text.strip()
 
 
@@ -89,7 +91,9 @@ def _parse(root: Path, split: str) -> tuple[list[tuple[int, str, int, int]], lis
             for obj in tree.findall("object"):
                 cls = _text(obj, "name", xml_path)
                 if cls not in VOC_CLASSES:
-                    raise AnnotationError(f"{xml_path}: unknown class {cls!r}; VOC classes are {', '.join(VOC_CLASSES)}.")
+                    raise AnnotationError(
+                        f"{xml_path}: unknown class {cls!r}; VOC classes are {', '.join(VOC_CLASSES)}."
+                    )
                 bb = obj.find("bndbox")
                 x0, y0, x1, y1 = (float(_text(bb, t, xml_path)) for t in ("xmin", "ymin", "xmax", "ymax"))
                 difficult = obj.find("difficult")

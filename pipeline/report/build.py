@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.progress import NULL_PROGRESS, Progress
-from pipeline.report.collect import ReportData, collect
-from pipeline.report.evolution import StripCell, StripRow, evolution_figure
-from pipeline.report.figures import metrics_figure, training_figure, version_stats_figure
-from pipeline.report.html import render
-from pipeline.run_dir import RunDir
-from priors import AttentionStore
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
+from joindet.pipeline.report.collect import ReportData, collect
+from joindet.pipeline.report.evolution import StripCell, StripRow, evolution_figure
+from joindet.pipeline.report.figures import metrics_figure, training_figure, version_stats_figure
+from joindet.pipeline.report.html import render
+from joindet.pipeline.run_dir import RunDir
+from joindet.priors import AttentionStore
 
 #: Prior kinds scored against ground truth when the report evaluates.
 EVAL_KINDS = ("smoothed", "region", "instance")
@@ -36,7 +36,11 @@ class ReportResult:
 
 
 def build_report(
-    run: RunDir, out: str | Path, evaluate: bool = True, proposals: bool = True, num_images: int = 4,
+    run: RunDir,
+    out: str | Path,
+    evaluate: bool = True,
+    proposals: bool = True,
+    num_images: int = 4,
     progress: Progress = NULL_PROGRESS,
 ) -> ReportResult:
     """Write the report of ``run`` to ``out`` (HTML) and its PNGs beside it.
@@ -62,8 +66,14 @@ def build_report(
     verdict = loop_verdict(data)
     if chance is not None and verdict:
         for crops, metrics in chance.items():
-            verdict.append((f"for scale: AR@100 of {crops} random crops per image (train split, seed 0)",
-                            None, metrics["AR@100"], None))
+            verdict.append(
+                (
+                    f"for scale: AR@100 of {crops} random crops per image (train split, seed 0)",
+                    None,
+                    metrics["AR@100"],
+                    None,
+                )
+            )
     out.write_text(render(data, pngs, verdict), encoding="utf-8")
     paths = {}
     for name, png in pngs.items():
@@ -75,8 +85,8 @@ def build_report(
 def ensure_metrics(run: RunDir, proposals: bool = True, progress: Progress = NULL_PROGRESS) -> list[str]:
     """Evaluate the (version, kind) pairs and the last checkpoint's proposals not yet in
     ``RUN/metrics``; returns notes on what could not be evaluated (e.g. no ground truth)."""
-    from pipeline import stages
-    from pipeline.report.collect import read_json
+    from joindet.pipeline import stages
+    from joindet.pipeline.report.collect import read_json
 
     try:
         has_gt = bool((run.dataset().coco_ground_truth() or {}).get("annotations"))
@@ -93,7 +103,11 @@ def ensure_metrics(run: RunDir, proposals: bool = True, progress: Progress = NUL
     notes: list[str] = []
     last = run.last_checkpoint()
     split = run.config.data.eval_split
-    if proposals and last is not None and not (run.path / "metrics" / f"proposals-epoch-{last:04d}-{split}.json").exists():
+    if (
+        proposals
+        and last is not None
+        and not (run.path / "metrics" / f"proposals-epoch-{last:04d}-{split}.json").exists()
+    ):
         try:
             stages.evaluate_proposals(run, epoch=last, split=split, progress=progress)
         except (OSError, ValueError) as exc:
@@ -110,9 +124,9 @@ def chance_metrics(run: RunDir) -> dict[int, dict[str, float | None]]:
     """Class-agnostic metrics of k random crops per image (``priors.random_crops``, seed 0) on the
     run's split, for each k in ``CHANCE_CROPS``: what boxes with no information about the image
     score with the same box budget."""
-    from pipeline.stages import coco_metrics
-    from pipeline.stages.evaluate import detections_array
-    from priors import random_crops
+    from joindet.pipeline.stages import coco_metrics
+    from joindet.pipeline.stages.evaluate import detections_array
+    from joindet.priors import random_crops
 
     images = run.images()
     ids = np.setdiff1d(images.column("image_id").to_numpy(), np.asarray(sorted(run.quarantined_ids()), np.int64))
@@ -166,11 +180,23 @@ def loop_verdict(data: ReportData) -> list[tuple[str, Any, Any, bool | None]]:
     last_key = keys[-1]
     last = (pm[last_key].get("smoothed") or {}).get("AR@100")
     if last_key != "v0000":
-        rows.append((f"AR@100 of smoothed priors: v0000 -> {last_key} (train split)", v0, last,
-                     None if last is None else last > v0))
+        rows.append(
+            (
+                f"AR@100 of smoothed priors: v0000 -> {last_key} (train split)",
+                v0,
+                last,
+                None if last is None else last > v0,
+            )
+        )
     if data.proposals:
         p = max(data.proposals, key=lambda r: int(r.get("epoch", -1)))
         ar = p["metrics"].get("AR@100")
-        rows.append((f"AR@100: v0000 priors (train) -> detector epoch {p.get('epoch')} proposals ({p.get('split')})",
-                     v0, ar, None if ar is None else ar > v0))
+        rows.append(
+            (
+                f"AR@100: v0000 priors (train) -> detector epoch {p.get('epoch')} proposals ({p.get('split')})",
+                v0,
+                ar,
+                None if ar is None else ar > v0,
+            )
+        )
     return rows

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.run_dir import RunDir
-from priors import churn
+from joindet.pipeline.run_dir import RunDir
+from joindet.priors import churn
 
 #: Metrics the report shows for priors and proposals (keys of the evaluate stage's dicts).
 METRICS = ("AP", "AP50", "AP75", "AR@1", "AR@10", "AR@100")
@@ -96,8 +96,14 @@ def version_info(run: RunDir, version: int) -> VersionInfo:
     if ch is None and m.parent is not None and run.store.has_version(m.parent):
         ch = churn(run.store.read(m.parent), run.store.read(version)).summary()
     return VersionInfo(
-        version=version, parent=m.parent, created=m.created, kinds=m.kinds, stats=stats, churn=ch,
-        source=m.stats.get("source"), update=m.stats.get("update"),
+        version=version,
+        parent=m.parent,
+        created=m.created,
+        kinds=m.kinds,
+        stats=stats,
+        churn=ch,
+        source=m.stats.get("source"),
+        update=m.stats.get("update"),
     )
 
 
@@ -108,7 +114,9 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); delete it and re-run `joindet eval` to rewrite it") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); delete it and re-run `joindet eval` to rewrite it"
+        ) from None
 
 
 def read_proposals(metrics_dir: Path) -> list[dict[str, Any]]:
@@ -139,15 +147,25 @@ def stage_timings(run_created: str | None, versions: list[VersionInfo], log: lis
     out: list[Timing] = []
     created = {v.version: _time(v.created) for v in versions}
     if 0 in created and run_created:
-        out.append(Timing("init_priors v0000", _seconds(_time(run_created), created[0]),
-                          "derived: run.json created -> v0000 manifest created"))
+        out.append(
+            Timing(
+                "init_priors v0000",
+                _seconds(_time(run_created), created[0]),
+                "derived: run.json created -> v0000 manifest created",
+            )
+        )
     epoch_end = {int(r["epoch"]): _time(r.get("time")) for r in log}
     for rec in log:
         e = int(rec["epoch"])
         out.append(Timing(f"train epoch {e}", _float(rec.get("seconds")), "recorded: train.jsonl seconds"))
         if e + 1 in created and e + 1 != 0:
-            out.append(Timing(f"mine + smooth v{e + 1:04d}", _seconds(epoch_end.get(e), created[e + 1]),
-                              f"derived: epoch {e} logged -> v{e + 1:04d} manifest created"))
+            out.append(
+                Timing(
+                    f"mine + smooth v{e + 1:04d}",
+                    _seconds(epoch_end.get(e), created[e + 1]),
+                    f"derived: epoch {e} logged -> v{e + 1:04d} manifest created",
+                )
+            )
     return out
 
 

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from pipeline.report.figures import png_bytes  # noqa: E402
+from joindet.pipeline.report.figures import png_bytes  # noqa: E402
 
 
 @dataclass
@@ -75,8 +75,11 @@ def evolution_figure(rows: list[StripRow], versions: list[int], max_boxes: int =
                 ax.imshow(cell.attention, cmap="jet", alpha=0.45, extent=(0, w, h, 0), interpolation="bilinear")
             order = np.argsort(-cell.scores, kind="stable")[:max_boxes]
             for x0, y0, x1, y1 in cell.boxes[order]:
-                ax.add_patch(Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False,
-                                       edgecolor="yellow", linewidth=1.2))
+                ax.add_patch(
+                    Rectangle(
+                        (x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, edgecolor="yellow", linewidth=1.2
+                    )
+                )
             overlay = "" if cell.attention is not None else ", no map"
             ax.set_title(f"{title}: {len(cell.boxes)} priors{overlay}", fontsize=8)
             ax.set_xlim(0, w)

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from pipeline.report.collect import VersionInfo  # noqa: E402
+from joindet.pipeline.report.collect import VersionInfo  # noqa: E402
 
 #: Metrics plotted across versions (a subset of collect.METRICS, as the issue asks).
 PLOTTED_METRICS = ("AP", "AP50", "AR@1", "AR@10", "AR@100")
@@ -39,7 +39,9 @@ def version_stats_figure(versions: list[VersionInfo]) -> bytes | None:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     xs = [v.version for v in versions]
-    kinds = sorted({k for v in versions for k in v.kinds}, key=lambda k: list(_KIND_STYLE).index(k) if k in _KIND_STYLE else 9)
+    kinds = sorted(
+        {k for v in versions for k in v.kinds}, key=lambda k: list(_KIND_STYLE).index(k) if k in _KIND_STYLE else 9
+    )
     for kind in kinds:
         pts = [(v.version, v.stats[kind]) for v in versions if kind in v.stats]
         style = _KIND_STYLE.get(kind, "-x")
@@ -65,7 +67,9 @@ def version_stats_figure(versions: list[VersionInfo]) -> bytes | None:
     return png_bytes(fig)
 
 
-def metrics_figure(prior_metrics: dict[str, dict[str, dict[str, Any]]], proposals: list[dict[str, Any]]) -> bytes | None:
+def metrics_figure(
+    prior_metrics: dict[str, dict[str, dict[str, Any]]], proposals: list[dict[str, Any]]
+) -> bytes | None:
     """Class-agnostic AP/AR of each prior kind across versions, with proposals on their split.
 
     ``prior_metrics``: ``{"v0002": {"smoothed": {"AP": ..}}}``; ``proposals``: evaluate stage
@@ -75,15 +79,25 @@ def metrics_figure(prior_metrics: dict[str, dict[str, dict[str, Any]]], proposal
         return None
     fig, axes = plt.subplots(1, len(PLOTTED_METRICS), figsize=(3.1 * len(PLOTTED_METRICS), 3.2), sharex=True)
     versions = sorted(prior_metrics, key=_version_number)
-    kinds = sorted({k for v in versions for k in prior_metrics[v]}, key=lambda k: list(_KIND_STYLE).index(k) if k in _KIND_STYLE else 9)
+    kinds = sorted(
+        {k for v in versions for k in prior_metrics[v]},
+        key=lambda k: list(_KIND_STYLE).index(k) if k in _KIND_STYLE else 9,
+    )
     for ax, metric in zip(axes, PLOTTED_METRICS):
         for kind in kinds:
-            pts = [(_version_number(v), prior_metrics[v][kind].get(metric)) for v in versions if kind in prior_metrics[v]]
+            pts = [
+                (_version_number(v), prior_metrics[v][kind].get(metric)) for v in versions if kind in prior_metrics[v]
+            ]
             ax.plot([p[0] for p in pts], [_num(p[1]) for p in pts], _KIND_STYLE.get(kind, "-x"), label=f"priors {kind}")
         for split in sorted({str(p.get("split")) for p in proposals}):
             rows = [p for p in proposals if str(p.get("split")) == split]
-            ax.plot([int(p["epoch"]) + 1 for p in rows], [_num(p["metrics"].get(metric)) for p in rows], "-D",
-                    color="tab:red", label=f"detector proposals ({split})")
+            ax.plot(
+                [int(p["epoch"]) + 1 for p in rows],
+                [_num(p["metrics"].get(metric)) for p in rows],
+                "-D",
+                color="tab:red",
+                label=f"detector proposals ({split})",
+            )
         ax.set(title=metric, xlabel="epoch")
         ax.set_ylim(bottom=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -106,8 +120,13 @@ def training_figure(log: list[dict[str, Any]]) -> bytes | None:
     axes[0].set(title="total loss", xlabel="epoch")
     for n in names:
         style = "--" if _is_aux(n) else "-o"
-        axes[1].plot(epochs, [_num((r.get("losses") or {}).get(n)) for r in log], style, label=n,
-                     alpha=0.5 if _is_aux(n) else 1.0)
+        axes[1].plot(
+            epochs,
+            [_num((r.get("losses") or {}).get(n)) for r in log],
+            style,
+            label=n,
+            alpha=0.5 if _is_aux(n) else 1.0,
+        )
     axes[1].set(title=f"losses by name ({len(main)} terms + aux)", xlabel="epoch")
     axes[2].plot(epochs, [_num(r.get("lr")) for r in log], "-o", color="tab:green")
     axes[2].set(title="learning rate", xlabel="epoch")

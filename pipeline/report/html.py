@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from pipeline.report.collect import METRICS, ReportData
+from joindet.pipeline.report.collect import METRICS, ReportData
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1400px;color:#222}
@@ -44,49 +45,82 @@ def render(data: ReportData, figures: dict[str, bytes], verdict: list[tuple[str,
         f"<title>joindet report: {html.escape(data.run_path)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>joindet run report</h1><p><code>{html.escape(data.run_path)}</code></p>",
         "<h2 id='run'>Run</h2>",
-        table(["field", "value"], [
-            ["dataset", d.get("name")], ["split", d.get("split")], ["images", d.get("num_images")],
-            ["dataset root", d.get("root")], ["dataset fingerprint", d.get("fingerprint")],
-            ["config digest", data.info.get("config_digest")], ["created", data.info.get("created")],
-            ["joindet version", data.info.get("joindet_version")],
-            ["prior source / update", f"{data.config.get('priors', {}).get('source')} / {data.config.get('priors', {}).get('update')}"],
-            ["schedule", json.dumps(data.config.get("schedule"))],
-            ["versions committed", ", ".join(f"v{v.version:04d}" for v in data.versions) or "none"],
-            ["epochs trained", len(data.train_log)], ["quarantined images", len(data.quarantine)],
-        ]),
+        table(
+            ["field", "value"],
+            [
+                ["dataset", d.get("name")],
+                ["split", d.get("split")],
+                ["images", d.get("num_images")],
+                ["dataset root", d.get("root")],
+                ["dataset fingerprint", d.get("fingerprint")],
+                ["config digest", data.info.get("config_digest")],
+                ["created", data.info.get("created")],
+                ["joindet version", data.info.get("joindet_version")],
+                [
+                    "prior source / update",
+                    f"{data.config.get('priors', {}).get('source')} / {data.config.get('priors', {}).get('update')}",
+                ],
+                ["schedule", json.dumps(data.config.get("schedule"))],
+                ["versions committed", ", ".join(f"v{v.version:04d}" for v in data.versions) or "none"],
+                ["epochs trained", len(data.train_log)],
+                ["quarantined images", len(data.quarantine)],
+            ],
+        ),
     ]
     if verdict:
-        parts += ["<h2 id='verdict'>Does the loop make priors better?</h2>",
-                  table(["question", "before", "after", "holds"], [
-                      [q, b, a, _holds(h)] for q, b, a, h in verdict])]
+        parts += [
+            "<h2 id='verdict'>Does the loop make priors better?</h2>",
+            table(["question", "before", "after", "holds"], [[q, b, a, _holds(h)] for q, b, a, h in verdict]),
+        ]
     parts += ["<h2 id='versions'>Prior versions</h2>", _versions_table(data)]
     if "versions" in figures:
         parts.append(image_tag(figures["versions"], "prior statistics across versions"))
     parts.append("<h2 id='metrics'>Priors and proposals against ground truth (class-agnostic)</h2>")
-    parts += _table_and_figure(bool(data.prior_metrics or data.proposals), lambda: _metrics_table(data),
-                               figures.get("metrics"), "AP and AR across versions",
-                               "No metrics: the dataset has no ground truth, or evaluation was skipped.")
+    parts += _table_and_figure(
+        bool(data.prior_metrics or data.proposals),
+        lambda: _metrics_table(data),
+        figures.get("metrics"),
+        "AP and AR across versions",
+        "No metrics: the dataset has no ground truth, or evaluation was skipped.",
+    )
     parts.append("<h2 id='training'>Training</h2>")
-    parts += _table_and_figure(bool(data.train_log), lambda: _training_table(data), figures.get("training"),
-                               "training curves", "No training log (logs/train.jsonl) yet.")
+    parts += _table_and_figure(
+        bool(data.train_log),
+        lambda: _training_table(data),
+        figures.get("training"),
+        "training curves",
+        "No training log (logs/train.jsonl) yet.",
+    )
     parts.append("<h2 id='evolution'>Evolution of priors on fixed images</h2>")
     if "evolution" in figures:
-        parts += ["<p>Yellow: smoothed priors of each version (10 best drawn); colour overlay: the eigen "
-                  "attention map the version was mined from, when stored; green: ground truth.</p>",
-                  image_tag(figures["evolution"], "evolution strip")]
+        parts += [
+            "<p>Yellow: smoothed priors of each version (10 best drawn); colour overlay: the eigen "
+            "attention map the version was mined from, when stored; green: ground truth.</p>",
+            image_tag(figures["evolution"], "evolution strip"),
+        ]
     else:
         parts.append("<p>No committed version or no readable image.</p>")
-    parts += ["<h2 id='timings'>Timings</h2>",
-              table(["stage", "seconds", "how"], [[t.stage, t.seconds, t.how] for t in data.timings]),
-              "<h2 id='quarantine'>Quarantined images</h2>"]
-    parts.append(table(["image_id", "file", "reason"], [[q["image_id"], q["file"], q["reason"]] for q in data.quarantine])
-                 if data.quarantine else "<p>None.</p>")
-    parts += ["<h2 id='config'>Configuration (run.json)</h2>",
-              f"<pre>{html.escape(json.dumps(data.config, indent=2, sort_keys=True))}</pre>", "</body></html>"]
+    parts += [
+        "<h2 id='timings'>Timings</h2>",
+        table(["stage", "seconds", "how"], [[t.stage, t.seconds, t.how] for t in data.timings]),
+        "<h2 id='quarantine'>Quarantined images</h2>",
+    ]
+    parts.append(
+        table(["image_id", "file", "reason"], [[q["image_id"], q["file"], q["reason"]] for q in data.quarantine])
+        if data.quarantine
+        else "<p>None.</p>"
+    )
+    parts += [
+        "<h2 id='config'>Configuration (run.json)</h2>",
+        f"<pre>{html.escape(json.dumps(data.config, indent=2, sort_keys=True))}</pre>",
+        "</body></html>",
+    ]
     return "\n".join(parts)
 
 
-def _table_and_figure(present: bool, make_table: Callable[[], str], png: bytes | None, alt: str, absent: str) -> list[str]:
+def _table_and_figure(
+    present: bool, make_table: Callable[[], str], png: bytes | None, alt: str, absent: str
+) -> list[str]:
     """A section's body: its table and figure when there is data, else one line saying why not."""
     if not present:
         return [f"<p>{html.escape(absent)}</p>"]
@@ -100,14 +134,39 @@ def _versions_table(data: ReportData) -> str:
         for kind in v.kinds:
             s = v.stats[kind]
             first = kind == v.kinds[0]
-            rows.append([
-                f"v{v.version:04d}" if first else "", "" if not first or v.parent is None else f"v{v.parent:04d}",
-                kind, s.get("boxes"), s.get("boxes_per_image_mean"), s.get("mean_box_area"), s.get("mean_score"),
-                *([ch.get("matched"), ch.get("added"), ch.get("removed"), ch.get("mean_iou")] if first and v.churn else ["", "", "", ""]),
-            ])
-    return table(["version", "parent", "kind", "boxes", "boxes / image", "mean box area", "mean score",
-                  "matched", "added", "removed", "mean IoU matched"], rows,
-                 "Churn: smoothed boxes of a version against its parent's (one-to-one, IoU >= 0.5).")
+            rows.append(
+                [
+                    f"v{v.version:04d}" if first else "",
+                    "" if not first or v.parent is None else f"v{v.parent:04d}",
+                    kind,
+                    s.get("boxes"),
+                    s.get("boxes_per_image_mean"),
+                    s.get("mean_box_area"),
+                    s.get("mean_score"),
+                    *(
+                        [ch.get("matched"), ch.get("added"), ch.get("removed"), ch.get("mean_iou")]
+                        if first and v.churn
+                        else ["", "", "", ""]
+                    ),
+                ]
+            )
+    return table(
+        [
+            "version",
+            "parent",
+            "kind",
+            "boxes",
+            "boxes / image",
+            "mean box area",
+            "mean score",
+            "matched",
+            "added",
+            "removed",
+            "mean IoU matched",
+        ],
+        rows,
+        "Churn: smoothed boxes of a version against its parent's (one-to-one, IoU >= 0.5).",
+    )
 
 
 def _metrics_table(data: ReportData) -> str:
@@ -116,14 +175,25 @@ def _metrics_table(data: ReportData) -> str:
         for kind, m in sorted(data.prior_metrics[key].items()):
             rows.append([f"priors {key}", kind, "train", *[m.get(x) for x in METRICS]])
     for p in data.proposals:
-        rows.append([f"detector epoch {p.get('epoch')}", "proposals", p.get("split"), *[p["metrics"].get(x) for x in METRICS]])
+        rows.append(
+            [f"detector epoch {p.get('epoch')}", "proposals", p.get("split"), *[p["metrics"].get(x) for x in METRICS]]
+        )
     return table(["boxes", "kind", "split", *METRICS], rows)
 
 
 def _training_table(data: ReportData) -> str:
     names = sorted({k for r in data.train_log for k in (r.get("losses") or {})})
-    rows = [[r["epoch"], r.get("prior_version"), r.get("loss"), *[(r.get("losses") or {}).get(n) for n in names],
-             r.get("lr"), r.get("seconds")] for r in data.train_log]
+    rows = [
+        [
+            r["epoch"],
+            r.get("prior_version"),
+            r.get("loss"),
+            *[(r.get("losses") or {}).get(n) for n in names],
+            r.get("lr"),
+            r.get("seconds"),
+        ]
+        for r in data.train_log
+    ]
     return table(["epoch", "priors", "loss", *names, "lr", "seconds"], rows)
 
 

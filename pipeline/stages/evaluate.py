@@ -28,12 +28,12 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detector import postprocess
-from pipeline.model_loading import checkpoint_model, resolve_device
-from pipeline.progress import NULL_PROGRESS, Progress
-from pipeline.run_dir import RunDir
-from pipeline.stages.image_batches import ImageBatches
-from priors import BoxSet
+from joindet.detector import postprocess
+from joindet.pipeline.model_loading import checkpoint_model, resolve_device
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.stages.image_batches import ImageBatches
+from joindet.priors import BoxSet
 
 METRICS = ("AP", "AP50", "AP75", "AR@1", "AR@10", "AR@100")
 #: positions of METRICS in COCOeval.stats
@@ -41,7 +41,9 @@ _STATS_INDEX = (0, 1, 2, 6, 7, 8)
 
 
 def evaluate_priors(
-    run: RunDir, versions: list[int] | None = None, kinds: tuple[str, ...] = ("smoothed",),
+    run: RunDir,
+    versions: list[int] | None = None,
+    kinds: tuple[str, ...] = ("smoothed",),
 ) -> dict[str, dict[str, dict[str, float | None]]]:
     """Metrics per version and kind: ``{"v0000": {"smoothed": {"AP": ..., ...}}}``.
 
@@ -58,7 +60,8 @@ def evaluate_priors(
         manifest = run.store.manifest(v)
         out[f"v{v:04d}"] = {
             k: coco_metrics(gt, detections_array(run.store.read(v, k), images), img_ids)
-            for k in kinds if k in manifest.files
+            for k in kinds
+            if k in manifest.files
         }
     path = run.metrics_dir() / "priors.json"
     merged = json.loads(path.read_text()) if path.exists() else {}
@@ -69,7 +72,10 @@ def evaluate_priors(
 
 
 def evaluate_proposals(
-    run: RunDir, epoch: int | None = None, split: str | None = None, progress: Progress = NULL_PROGRESS,
+    run: RunDir,
+    epoch: int | None = None,
+    split: str | None = None,
+    progress: Progress = NULL_PROGRESS,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint's top-k class-agnostic proposals on ``split`` (default data.eval_split).
 
@@ -87,21 +93,32 @@ def evaluate_proposals(
     device = resolve_device(cfg.mine.device)
     model = checkpoint_model(cfg, run.checkpoint_path(epoch), device)
     index = dataset.index()
-    batches = ImageBatches(dataset, index.column("image_id").to_numpy(), cfg.model.test_size, cfg.model.max_size,
-                           cfg.mine.batch_size)
+    batches = ImageBatches(
+        dataset, index.column("image_id").to_numpy(), cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size
+    )
     progress.start(f"proposals epoch {epoch} on {split}", len(batches.todo()))
     proposals = model_proposals(model, batches, device, cfg.eval.top_k, progress)
     failed_ids = np.asarray([f[0] for f in batches.failed], np.int64)
     img_ids = np.setdiff1d(index.column("image_id").to_numpy(), failed_ids)
     metrics = coco_metrics(gt, detections_array(proposals, index), img_ids)
-    result = {"epoch": epoch, "split": split, "images": int(len(img_ids)), "failed": len(failed_ids), "metrics": metrics}
+    result = {
+        "epoch": epoch,
+        "split": split,
+        "images": int(len(img_ids)),
+        "failed": len(failed_ids),
+        "metrics": metrics,
+    }
     _write_json(run.metrics_dir() / f"proposals-epoch-{epoch:04d}-{split}.json", result)
     progress.end(metrics)
     return result
 
 
 def model_proposals(
-    model: torch.nn.Module, batches: ImageBatches, device: torch.device, top_k: int, progress: Progress = NULL_PROGRESS,
+    model: torch.nn.Module,
+    batches: ImageBatches,
+    device: torch.device,
+    top_k: int,
+    progress: Progress = NULL_PROGRESS,
 ) -> BoxSet:
     """The ``top_k`` class-agnostic proposals of ``model`` (in eval mode) on every image of
     ``batches`` (kind "instance", normalised xyxy of the original image, foreground scores).
@@ -112,7 +129,11 @@ def model_proposals(
             dets = postprocess(model(batch.images.to(device), batch.pad_mask.to(device)), top_k=top_k)
             for image_id, det in zip(batch.image_ids.tolist(), dets):
                 boxes = det["boxes"].float().cpu().numpy()
-                parts.append(BoxSet.from_arrays(np.full(len(boxes), image_id), boxes, det["scores"].float().cpu().numpy(), "instance"))
+                parts.append(
+                    BoxSet.from_arrays(
+                        np.full(len(boxes), image_id), boxes, det["scores"].float().cpu().numpy(), "instance"
+                    )
+                )
             progress.advance(len(batch.image_ids))
     return BoxSet.concat(parts)
 
@@ -135,8 +156,16 @@ def detections_array(boxes: BoxSet, images: pa.Table) -> np.ndarray:
     b = boxes.boxes.astype(np.float64)
     x0, y0 = b[:, 0] * w, b[:, 1] * h
     rows = np.stack(
-        [boxes.image_ids.astype(np.float64), x0, y0, b[:, 2] * w - x0, b[:, 3] * h - y0,
-         boxes.scores.astype(np.float64), np.ones(len(boxes))], axis=1,
+        [
+            boxes.image_ids.astype(np.float64),
+            x0,
+            y0,
+            b[:, 2] * w - x0,
+            b[:, 3] * h - y0,
+            boxes.scores.astype(np.float64),
+            np.ones(len(boxes)),
+        ],
+        axis=1,
     )
     return rows.reshape(-1, 7)
 
@@ -157,7 +186,7 @@ def coco_metrics(gt: dict, detections: np.ndarray, image_ids: np.ndarray | None 
         dets = np.column_stack([dets[:, :6], np.ones(len(dets))]) if len(dets) else dets
         has_gt = any(len(coco_gt.getAnnIds(imgIds=[i], iscrowd=False)) for i in ids)
         if not len(dets):
-            return {m: (0.0 if has_gt else None) for m in METRICS}
+            return dict.fromkeys(METRICS, 0.0 if has_gt else None)
         coco_dt = coco_gt.loadRes(dets)
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.params.useCats = 0

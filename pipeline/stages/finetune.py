@@ -17,24 +17,38 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from detector import build_model
-from pipeline.checkpoints import CheckpointError, latest_epoch, load_checkpoint, load_model_state, restore_training_state, save_checkpoint
-from pipeline.config import RunConfig
-from pipeline.data import low_data_subset
-from pipeline.distributed import DistInfo, process_group, unwrap
-from pipeline.model_loading import file_digest
-from pipeline.progress import NULL_PROGRESS, Progress
-from pipeline.run_dir import RunDir
-from pipeline.stages.finetune_eval import NoGroundTruthError, category_ids, coco_bbox_metrics, detect, ground_truth_boxes
-from pipeline.stages.result import StageResult
-from pipeline.stages.train import lock_held_by_parent
-from pipeline.stages.train_loop import append_log, build_train_parts, make_loader, run_epoch, truncate_log
-from pipeline.training_data import PriorTrainingSet, training_image_ids
+from joindet.detector import build_model
+from joindet.pipeline.checkpoints import (
+    CheckpointError,
+    latest_epoch,
+    load_checkpoint,
+    load_model_state,
+    restore_training_state,
+    save_checkpoint,
+)
+from joindet.pipeline.config import RunConfig
+from joindet.pipeline.data import low_data_subset
+from joindet.pipeline.distributed import DistInfo, process_group, unwrap
+from joindet.pipeline.model_loading import file_digest
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.stages.finetune_eval import (
+    NoGroundTruthError,
+    category_ids,
+    coco_bbox_metrics,
+    detect,
+    ground_truth_boxes,
+)
+from joindet.pipeline.stages.result import StageResult
+from joindet.pipeline.stages.train import lock_held_by_parent
+from joindet.pipeline.stages.train_loop import append_log, build_train_parts, make_loader, run_epoch, truncate_log
+from joindet.pipeline.training_data import PriorTrainingSet, training_image_ids
 
 FINETUNE_JSON = "finetune.json"
 #: pretrained weights not carried into the finetuned model.
@@ -71,7 +85,9 @@ def finetune(
         return _finetune(out, init_checkpoint, epochs, info, progress, metrics_file)
 
 
-def _finetune(out: RunDir, init: str | os.PathLike | None, epochs: int, info: DistInfo, progress: Progress, metrics_file: Path) -> StageResult:
+def _finetune(
+    out: RunDir, init: str | os.PathLike | None, epochs: int, info: DistInfo, progress: Progress, metrics_file: Path
+) -> StageResult:
     cfg = out.config
     dataset = out.dataset()
     gt = dataset.coco_ground_truth()
@@ -86,7 +102,9 @@ def _finetune(out: RunDir, init: str | os.PathLike | None, epochs: int, info: Di
     if cfg.finetune.fraction < 1.0:
         ids = low_data_subset(ids, cfg.finetune.fraction, cfg.finetune.seed)
     if len(ids) == 0:
-        raise ValueError(f"finetune.fraction={cfg.finetune.fraction} of {out.images().num_rows} images selects none; raise it")
+        raise ValueError(
+            f"finetune.fraction={cfg.finetune.fraction} of {out.images().num_rows} images selects none; raise it"
+        )
     record = {
         "init_checkpoint": None if init is None else str(init),
         "init_digest": None if init is None else file_digest(init),
@@ -107,8 +125,12 @@ def _finetune(out: RunDir, init: str | os.PathLike | None, epochs: int, info: Di
     if start > 0:
         ckpt = load_checkpoint(ckpt_dir / f"epoch-{start - 1:04d}.pt", map_location=info.device)
         if ckpt["config_digest"] != cfg.digest():
-            raise CheckpointError(f"{ckpt_dir} holds checkpoints of another configuration than {out.path / 'run.json'}; use a new output directory")
-        restore_training_state(ckpt, model=parts.model, optimizer=parts.optimizer, scheduler=parts.scheduler, scaler=parts.scaler)
+            raise CheckpointError(
+                f"{ckpt_dir} holds checkpoints of another configuration than {out.path / 'run.json'}; use a new output directory"
+            )
+        restore_training_state(
+            ckpt, model=parts.model, optimizer=parts.optimizer, scheduler=parts.scheduler, scaler=parts.scaler
+        )
 
     log_path = out.path / "logs" / "finetune.jsonl"
     if info.is_main:
@@ -119,7 +141,9 @@ def _finetune(out: RunDir, init: str | os.PathLike | None, epochs: int, info: Di
     loss = None
     for epoch in range(start, epochs):
         loader = make_loader(data, cfg.train, info, epoch)
-        progress.start(f"finetune epoch {epoch}", len(loader.sampler) if loader.sampler is not None else len(data), "img")
+        progress.start(
+            f"finetune epoch {epoch}", len(loader.sampler) if loader.sampler is not None else len(data), "img"
+        )
         stats = run_epoch(parts, loader, info, progress)
         parts.scheduler.step()
         progress.end({"epoch": epoch, "loss": stats.loss})
@@ -127,20 +151,31 @@ def _finetune(out: RunDir, init: str | os.PathLike | None, epochs: int, info: Di
         if info.is_main:
             append_log(log_path, stats.log_line(epoch, None))
             save_checkpoint(
-                ckpt_dir / f"epoch-{epoch:04d}.pt", model=parts.model, optimizer=parts.optimizer,
-                scheduler=parts.scheduler, scaler=parts.scaler, epoch=epoch, config_digest=cfg.digest(),
+                ckpt_dir / f"epoch-{epoch:04d}.pt",
+                model=parts.model,
+                optimizer=parts.optimizer,
+                scheduler=parts.scheduler,
+                scaler=parts.scaler,
+                epoch=epoch,
+                config_digest=cfg.digest(),
                 extra={"category_ids": cats, "num_classes": len(cats) + 1},
             )
         if info.distributed:
             torch.distributed.barrier()
 
-    summary: dict[str, Any] = {"epochs": [start, epochs], "loss": loss, "num_train_images": int(len(ids)),
-                               "seconds": round(time.time() - t0, 3)}
+    summary: dict[str, Any] = {
+        "epochs": [start, epochs],
+        "loss": loss,
+        "num_train_images": int(len(ids)),
+        "seconds": round(time.time() - t0, 3),
+    }
     if info.is_main:
         metrics = evaluate_finetuned(unwrap(parts.model), out, cats, info.device)
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = metrics_file.with_name(f".{metrics_file.name}.tmp")
-        tmp.write_text(json.dumps({"metrics": metrics, "eval_split": cfg.data.eval_split, "epoch": epochs - 1}, indent=2))
+        tmp.write_text(
+            json.dumps({"metrics": metrics, "eval_split": cfg.data.eval_split, "epoch": epochs - 1}, indent=2)
+        )
         os.replace(tmp, metrics_file)
         summary.update(metrics=metrics, metrics_file=str(metrics_file))
     return StageResult("finetune", False, summary)
@@ -156,7 +191,9 @@ def load_pretrained(model: torch.nn.Module, checkpoint: str | os.PathLike) -> No
     own = model.state_dict()
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong:
-        raise ValueError(f"{checkpoint} does not fit the finetune model (shape of {wrong[0]} differs); pretrain and finetune with the same preset")
+        raise ValueError(
+            f"{checkpoint} does not fit the finetune model (shape of {wrong[0]} differs); pretrain and finetune with the same preset"
+        )
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(DROPPED_PREFIXES)]
     if missing or result.unexpected_keys:
@@ -167,15 +204,21 @@ def load_pretrained(model: torch.nn.Module, checkpoint: str | os.PathLike) -> No
         )
 
 
-def evaluate_finetuned(model: torch.nn.Module, out: RunDir, cats: list[int], device: torch.device) -> dict[str, float | None]:
+def evaluate_finetuned(
+    model: torch.nn.Module, out: RunDir, cats: list[int], device: torch.device
+) -> dict[str, float | None]:
     """Category-aware COCO bbox metrics of ``model`` on the run's ``data.eval_split``."""
     cfg = out.config
     evalset = out.dataset(split=cfg.data.eval_split)
     gt = evalset.coco_ground_truth()
     if not gt or not gt.get("annotations"):
-        raise NoGroundTruthError(f"eval split {cfg.data.eval_split!r} of {cfg.data.dataset!r} has no box annotations; set data.eval_split")
+        raise NoGroundTruthError(
+            f"eval split {cfg.data.eval_split!r} of {cfg.data.dataset!r} has no box annotations; set data.eval_split"
+        )
     ids = evalset.index().column("image_id").to_numpy()
-    results = detect(model, evalset, ids, cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size, device, cfg.eval.top_k)
+    results = detect(
+        model, evalset, ids, cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size, device, cfg.eval.top_k
+    )
     return coco_bbox_metrics(gt, results, cats, ids)
 
 

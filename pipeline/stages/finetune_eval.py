@@ -16,9 +16,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detector import postprocess
-from pipeline.stages.image_batches import ImageBatches
-from priors import BoxSet
+from joindet.detector import postprocess
+from joindet.pipeline.stages.image_batches import ImageBatches
+from joindet.priors import BoxSet
 
 #: COCOeval.stats in order (bbox, maxDets 1/10/100).
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR@1", "AR@10", "AR@100", "ARs", "ARm", "ARl")
@@ -62,15 +62,26 @@ def ground_truth_boxes(gt: dict[str, Any], cat_ids: list[int]) -> tuple[BoxSet, 
 
 
 @torch.no_grad()
-def detect(model: torch.nn.Module, dataset: Any, image_ids: np.ndarray, size: int, max_size: int,
-           batch_size: int, device: torch.device, top_k: int = 100) -> list[dict[str, Any]]:
+def detect(
+    model: torch.nn.Module,
+    dataset: Any,
+    image_ids: np.ndarray,
+    size: int,
+    max_size: int,
+    batch_size: int,
+    device: torch.device,
+    top_k: int = 100,
+) -> list[dict[str, Any]]:
     """COCO results ``[{"image_id", "category_id" (label index, 1..C), "bbox" [x, y, w, h] pixels, "score"}]``.
 
     Images are resized deterministically (shorter side ``size``); predicted boxes, fractions of
     the valid image, are fractions of the original too, so they scale by the index's width/height.
     """
     model.eval()
-    sizes = {int(i): (int(w), int(h)) for i, w, h in zip(*(dataset.index().column(c).to_pylist() for c in ("image_id", "width", "height")))}
+    sizes = {
+        int(i): (int(w), int(h))
+        for i, w, h in zip(*(dataset.index().column(c).to_pylist() for c in ("image_id", "width", "height")))
+    }
     out: list[dict[str, Any]] = []
     for batch in ImageBatches(dataset, np.asarray(image_ids, np.int64), size, max_size, batch_size):
         preds = postprocess(model(batch.images.to(device), batch.pad_mask.to(device)), top_k=top_k)
@@ -78,25 +89,35 @@ def detect(model: torch.nn.Module, dataset: Any, image_ids: np.ndarray, size: in
             w, h = sizes[image_id]
             b = p["boxes"].cpu().numpy() * np.array([w, h, w, h], np.float32)
             for (x0, y0, x1, y1), s, lab in zip(b.tolist(), p["scores"].tolist(), p["labels"].tolist()):
-                out.append({"image_id": image_id, "category_id": int(lab), "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(s)})
+                out.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": int(lab),
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "score": float(s),
+                    }
+                )
     return out
 
 
-def coco_bbox_metrics(gt: dict[str, Any], results: list[dict[str, Any]], cat_ids: list[int],
-                      image_ids: np.ndarray | None = None) -> dict[str, float | None]:
+def coco_bbox_metrics(
+    gt: dict[str, Any], results: list[dict[str, Any]], cat_ids: list[int], image_ids: np.ndarray | None = None
+) -> dict[str, float | None]:
     """Category-aware COCOeval (bbox) of ``results`` whose ``category_id`` is a label index 1..C.
 
     Returns COCO_METRICS (None where COCO reports -1, e.g. no object of that size); all zeros when
     there is no detection at all.
     """
-    mapped = [dict(r, category_id=cat_ids[r["category_id"] - 1]) for r in results if 1 <= r["category_id"] <= len(cat_ids)]
+    mapped = [
+        dict(r, category_id=cat_ids[r["category_id"] - 1]) for r in results if 1 <= r["category_id"] <= len(cat_ids)
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = {k: gt[k] for k in ("images", "annotations", "categories")}
         coco_gt.createIndex()
         ids = sorted(coco_gt.getImgIds()) if image_ids is None else [int(i) for i in image_ids]
         if not mapped:
-            return {m: 0.0 for m in COCO_METRICS}
+            return dict.fromkeys(COCO_METRICS, 0.0)
         ev = COCOeval(coco_gt, coco_gt.loadRes(mapped), "bbox")
         ev.params.imgIds = ids
         ev.evaluate()

@@ -8,13 +8,14 @@ depend only on the ids and the batch size, so the same call always builds the sa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.data import ImageLoadError, MiningTransform, collate
+from joindet.pipeline.data import ImageLoadError, MiningTransform, collate
 
 
 @dataclass

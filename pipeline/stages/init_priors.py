@@ -14,12 +14,12 @@ import time
 import numpy as np
 import torch
 
-from pipeline.model_loading import initial_model, resolve_device
-from pipeline.progress import NULL_PROGRESS, Progress
-from pipeline.run_dir import RunDir
-from pipeline.stages.image_batches import ImageBatches
-from pipeline.stages.result import StageResult
-from priors import BoxSet, colour_tokens, eigen_attention, region_priors
+from joindet.pipeline.model_loading import initial_model, resolve_device
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.stages.image_batches import ImageBatches
+from joindet.pipeline.stages.result import StageResult
+from joindet.priors import BoxSet, colour_tokens, eigen_attention, region_priors
 
 
 def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = False) -> StageResult:
@@ -36,7 +36,11 @@ def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = F
         device = resolve_device(cfg.mine.device)
         model = initial_model(cfg, device)
         batches = ImageBatches(
-            run.dataset(), run.image_ids(), cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size,
+            run.dataset(),
+            run.image_ids(),
+            cfg.model.test_size,
+            cfg.model.max_size,
+            cfg.mine.batch_size,
             skip=frozenset(run.quarantined_ids()),
         )
         todo = len(batches.todo())
@@ -54,8 +58,12 @@ def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = F
         region = BoxSet.concat(parts).with_kind("region") if parts else BoxSet.empty().with_kind("region")
         smoothed = cap_per_image(region, cfg.priors.min_score, cfg.priors.max_per_image).with_kind("smoothed")
         manifest = run.store.commit(
-            0, {"region": region, "smoothed": smoothed}, parent=None, checkpoint_digest=None,
-            config_digest=cfg.digest(), extra_stats={"quarantined": len(batches.failed)},
+            0,
+            {"region": region, "smoothed": smoothed},
+            parent=None,
+            checkpoint_digest=None,
+            config_digest=cfg.digest(),
+            extra_stats={"quarantined": len(batches.failed)},
         )
         mined = todo - len(batches.failed)
         summary = {
@@ -72,7 +80,9 @@ def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = F
         return StageResult("init_priors", False, summary)
 
 
-def _features(model: torch.nn.Module, images: torch.Tensor, pad_mask: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+def _features(
+    model: torch.nn.Module, images: torch.Tensor, pad_mask: torch.Tensor, cfg
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens of R_0: the frozen backbone's C5, or weight-free colour tokens (priors.init_features)."""
     if cfg.priors.init_features == "colour":
         return colour_tokens(images, pad_mask, cfg.priors.init_stride)

@@ -1,6 +1,6 @@
 """Stage mine: the priors of version n from the checkpoint of epoch n - 1, shard by shard.
 
-A shard is a contiguous range of the run's image ids (``RunDir.shards(cfg.mine.shards)``). For
+A shard is a contiguous range of the run's image ids (``RunPlan.shards()``, pipeline/schedule.py). For
 each shard, the detector runs in eval mode in fixed batches: encoder features -> eigen attention
 (DESIGN.md step 1) -> region priors (step 2); decoder last layer -> instance priors (step 3). The
 shard's boxes are staged in one file per shard (``priors/_staging/vNNNN/mine/``); a shard already
@@ -28,26 +28,35 @@ import contextlib
 import fcntl
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from pipeline.data import ImageLoadError
-from pipeline.model_loading import checkpoint_model, file_digest, resolve_device
-from pipeline.progress import NULL_PROGRESS, Progress
-from pipeline.run_dir import RunDir
-from pipeline.stages.image_batches import ImageBatches
-from pipeline.stages.result import ShardResult, StageResult
-from priors import BoxSet, centre_tokens, eigen_attention, instance_priors, random_crops, region_priors, selective_search
-from priors.attention_store import AttentionMaps, AttentionStore
+from joindet.pipeline.config import MODEL_SOURCES, SOURCE_KINDS
+from joindet.pipeline.data import ImageLoadError
+from joindet.pipeline.model_loading import checkpoint_model, file_digest, resolve_device
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.schedule import RunPlan, quarantine_failures
+from joindet.pipeline.stages.image_batches import ImageBatches
+from joindet.pipeline.stages.result import ShardResult, StageResult
+from joindet.priors import (
+    BoxSet,
+    centre_tokens,
+    eigen_attention,
+    instance_priors,
+    random_crops,
+    region_priors,
+    selective_search,
+)
+from joindet.priors.store.attention_maps import AttentionMaps, AttentionStore
 
-#: Sources that run the detector; the others need no checkpoint.
-MODEL_SOURCES = ("region+instance", "region", "instance", "predictions")
 
-
-def mine(run: RunDir, version: int, shard_ids: list[int] | None = None, progress: Progress = NULL_PROGRESS) -> StageResult:
+def mine(
+    run: RunDir, version: int, shard_ids: list[int] | None = None, progress: Progress = NULL_PROGRESS
+) -> StageResult:
     """Stage the shards of ``version`` not yet done (all of them when ``shard_ids`` is None).
 
     Skipped when ``version`` is committed or every requested shard is already staged.
@@ -58,20 +67,16 @@ def mine(run: RunDir, version: int, shard_ids: list[int] | None = None, progress
         if run.store.has_version(version):
             return StageResult("mine", True, {"version": version, "committed": True})
         num_shards = run.config.mine.shards
-        wanted = list(range(num_shards)) if shard_ids is None else [int(s) for s in shard_ids]
-        for s in wanted:
-            if not 0 <= s < num_shards:
-                raise ValueError(f"shard {s} does not exist: version {version} has {num_shards} shards (mine.shards)")
-        done = run.done_shards(version)
-        todo = [s for s in wanted if s not in done]
+        plan = RunPlan(run)
+        todo = plan.missing_shards(version, shard_ids)
         if not todo:
+            done = plan.done_shards(version)
             return StageResult("mine", True, {"version": version, "shards_done": len(done), "shards": num_shards})
         _check_checkpoint(run, version)
         t0 = time.perf_counter()
         results = [mine_shard(str(run.path), version, s, progress) for s in todo]
         failed = [f for r in results for f in r.failed]
-        if failed:
-            run.add_quarantine(failed)
+        quarantine_failures(run, failed)
         counts: dict[str, int] = {}
         for r in results:
             for k, n in r.counts.items():
@@ -94,20 +99,25 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
     _check_version(version)
     run = RunDir.open(run_path)
     cfg = run.config
-    shards = run.shards(cfg.mine.shards)
+    plan = RunPlan(run)
+    shards = plan.shards()
     if not 0 <= shard_id < len(shards):
         raise ValueError(f"shard {shard_id} does not exist: version {version} has {len(shards)} shards (mine.shards)")
     ids = shards[shard_id]
-    if run.store.has_version(version) or shard_id in run.done_shards(version):
+    if run.store.has_version(version) or shard_id in plan.done_shards(version):
         return ShardResult(version, shard_id, True, num_images=len(ids))
     _check_checkpoint(run, version)
     t0 = time.perf_counter()
     source = cfg.priors.source
     skip = frozenset(run.quarantined_ids())
     failed: list[tuple[int, str, str]] = []
-    meta: dict = {"first_image_id": int(ids[0]) if len(ids) else None,
-                  "last_image_id": int(ids[-1]) if len(ids) else None, "source": source,
-                  "batch_size": cfg.mine.batch_size, "device": str(resolve_device(cfg.mine.device))}
+    meta: dict = {
+        "first_image_id": int(ids[0]) if len(ids) else None,
+        "last_image_id": int(ids[-1]) if len(ids) else None,
+        "source": source,
+        "batch_size": cfg.mine.batch_size,
+        "device": str(resolve_device(cfg.mine.device)),
+    }
     if source in MODEL_SOURCES:
         kinds, failed, meta["checkpoint_digest"] = _mine_with_model(run, version, shard_id, ids, skip, progress)
     elif source == "region0":
@@ -123,8 +133,13 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
     meta["failed"] = [list(f) for f in failed]
     run.store.write_shard(version, shard_id, kinds, meta=meta)
     return ShardResult(
-        version, shard_id, False, num_images=len(ids), counts={k: len(v) for k, v in kinds.items()},
-        failed=failed, seconds=round(time.perf_counter() - t0, 3),
+        version,
+        shard_id,
+        False,
+        num_images=len(ids),
+        counts={k: len(v) for k, v in kinds.items()},
+        failed=failed,
+        seconds=round(time.perf_counter() - t0, 3),
     )
 
 
@@ -146,8 +161,8 @@ def _mine_with_model(
     device = resolve_device(cfg.mine.device)
     model = checkpoint_model(cfg, ckpt, device)
     batches = ImageBatches(run.dataset(), ids, cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size, skip=skip)
-    want_region = p.source in ("region+instance", "region")
-    want_instance = p.source in ("region+instance", "instance", "predictions")
+    want_region = "region" in SOURCE_KINDS[p.source]
+    want_instance = "instance" in SOURCE_KINDS[p.source]
     # IG keeps a decoder box when its share of foreground mask cells is >= t; t = 0 keeps every
     # foreground prediction (the "predictions" baseline).
     t = 0.0 if p.source == "predictions" else p.instance_t
@@ -169,7 +184,9 @@ def _mine_with_model(
                 bidx, boxes, scores = instance_priors(
                     out["pred_logits"], out["pred_boxes"], maps, valid, t=t, min_score=cfg.priors.instance_min_score
                 )
-                instances.append(BoxSet.from_arrays(batch.image_ids[np.asarray(bidx, np.int64)], boxes, scores, "instance"))
+                instances.append(
+                    BoxSet.from_arrays(batch.image_ids[np.asarray(bidx, np.int64)], boxes, scores, "instance")
+                )
             if maps_out is not None:
                 _save_attention(maps_out, batch.image_ids, maps, valid)
             progress.advance(len(batch.image_ids))
@@ -256,8 +273,10 @@ def _deterministic() -> Iterator[None]:
     """Deterministic kernels while mining (same checkpoint and data -> bit-identical boxes)."""
     with _DET_MUTEX:
         if _DET_STATE["depth"] == 0:
-            _DET_STATE["saved"] = (torch.are_deterministic_algorithms_enabled(),
-                                   torch.is_deterministic_algorithms_warn_only_enabled())
+            _DET_STATE["saved"] = (
+                torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+            )
             torch.use_deterministic_algorithms(True, warn_only=True)
         _DET_STATE["depth"] = int(_DET_STATE["depth"]) + 1
     try:

@@ -10,22 +10,13 @@ from __future__ import annotations
 
 import time
 
-from pipeline.progress import NULL_PROGRESS, Progress
-from pipeline.run_dir import RunDir
-from pipeline.stages.mine import shard_failures
-from pipeline.stages.result import StageResult
-from priors import BoxSet, update_priors
-
-#: kinds that make up the current priors, per prior source.
-SOURCE_KINDS = {
-    "region+instance": ("region", "instance"),
-    "region": ("region",),
-    "instance": ("instance",),
-    "predictions": ("instance",),
-    "region0": ("region",),
-    "random_crops": ("region",),
-    "selective_search": ("region",),
-}
+from joindet.pipeline.config import SOURCE_KINDS
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.schedule import RunPlan, quarantine_failures
+from joindet.pipeline.stages.mine import shard_failures
+from joindet.pipeline.stages.result import StageResult
+from joindet.priors import BoxSet, update_priors
 
 
 def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force: bool = False) -> StageResult:
@@ -45,7 +36,7 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
         if not earlier:
             raise ValueError(f"smoothing version {version} needs an earlier committed version (run init_priors first)")
         markers = run.store.staged_shards(version)
-        missing = sorted(set(range(cfg.mine.shards)) - run.done_shards(version))
+        missing = RunPlan(run).missing_shards(version)
         if missing:
             raise ValueError(
                 f"version {version} has {len(missing)} of {cfg.mine.shards} shards not mined (e.g. shard {missing[0]}); "
@@ -66,20 +57,27 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
         t0 = time.perf_counter()
         progress.start(f"smooth v{version:04d}", None, unit="box")
         failed = shard_failures(run, version)
-        if failed:
-            run.add_quarantine(failed)
+        quarantine_failures(run, failed)
         staged = {k: run.store.read_staged(version, k) for k in ("region", "instance")}
         current = BoxSet.concat([staged[k] for k in SOURCE_KINDS[p.source]])
         parent = earlier[-1]
         prev = run.store.read(parent, "smoothed")
         r0 = run.store.read(0, "smoothed") if p.update == "fixed" else None
         smoothed = update_priors(
-            prev, current, p.update, r0=r0, momentum=p.momentum, iou_thr=p.iou_thr,
-            min_score=p.min_score, max_per_image=p.max_per_image,
+            prev,
+            current,
+            p.update,
+            r0=r0,
+            momentum=p.momentum,
+            iou_thr=p.iou_thr,
+            min_score=p.min_score,
+            max_per_image=p.max_per_image,
         ).with_kind("smoothed")
         kinds = {k: bs for k, bs in staged.items() if k in SOURCE_KINDS[p.source] or len(bs)}
         manifest = run.store.commit(
-            version, {**kinds, "smoothed": smoothed}, parent=parent,
+            version,
+            {**kinds, "smoothed": smoothed},
+            parent=parent,
             checkpoint_digest=digests.pop(),
             config_digest=cfg.digest(),
             extra_stats={"source": p.source, "update": p.update, "quarantined": len(failed)},

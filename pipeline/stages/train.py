@@ -16,16 +16,25 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
-from pipeline.checkpoints import CheckpointError, latest_epoch, load_checkpoint, restore_training_state, save_checkpoint
-from pipeline.distributed import DistInfo, process_group
-from pipeline.progress import NULL_PROGRESS, Progress
-from pipeline.run_dir import RunDir
-from pipeline.stages.result import StageResult
-from pipeline.stages.train_loop import (
+from joindet.pipeline import schedule
+from joindet.pipeline.checkpoints import (
+    CheckpointError,
+    latest_epoch,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
+from joindet.pipeline.distributed import DistInfo, process_group
+from joindet.pipeline.progress import NULL_PROGRESS, Progress
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.schedule import block_start, prior_version_for_epoch
+from joindet.pipeline.stages.result import StageResult
+from joindet.pipeline.stages.train_loop import (
     EpochStats,
     TrainParts,
     append_log,
@@ -34,23 +43,8 @@ from pipeline.stages.train_loop import (
     run_epoch,
     truncate_log,
 )
-from pipeline.training_data import PriorTrainingSet, training_image_ids
-from priors import BoxSet
-
-
-def prior_version_for_epoch(versions: list[int], epoch: int, update_every: int) -> int:
-    """The latest committed version <= the first epoch of ``epoch``'s block.
-
-    Raises ValueError when no such version exists (init_priors has not committed v0).
-    """
-    block_start = (epoch // update_every) * update_every
-    usable = [v for v in versions if v <= block_start]
-    if not usable:
-        raise ValueError(
-            f"no committed prior version <= {block_start} to train epoch {epoch} on; run init_priors first "
-            "(`joindet stage run init_priors --run RUN`)"
-        )
-    return max(usable)
+from joindet.pipeline.training_data import PriorTrainingSet, training_image_ids
+from joindet.priors import BoxSet
 
 
 def train(run: RunDir, end_epoch: int, progress: Progress = NULL_PROGRESS) -> StageResult:
@@ -68,7 +62,13 @@ def train(run: RunDir, end_epoch: int, progress: Progress = NULL_PROGRESS) -> St
     last = latest_epoch(ckpt_dir)
     start = 0 if last is None else last + 1
     if start >= end_epoch:
-        return StageResult("train", True, {"epochs": [start, start], "checkpoint": str(run.checkpoint_path(last))} if last is not None else {"epochs": [0, 0]})
+        return StageResult(
+            "train",
+            True,
+            {"epochs": [start, start], "checkpoint": str(run.checkpoint_path(last))}
+            if last is not None
+            else {"epochs": [0, 0]},
+        )
 
     with process_group(cfg.train.device) as info, _writer_lock(run, info):
         return _train(run, start, end_epoch, info, progress)
@@ -84,7 +84,9 @@ def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Pr
                 f"{run.checkpoint_path(start - 1)} was trained with another configuration than {run.path / 'run.json'}; "
                 "move the checkpoints away or use the run they belong to"
             )
-        restore_training_state(ckpt, model=parts.model, optimizer=parts.optimizer, scheduler=parts.scheduler, scaler=parts.scaler)
+        restore_training_state(
+            ckpt, model=parts.model, optimizer=parts.optimizer, scheduler=parts.scheduler, scaler=parts.scaler
+        )
     log_path = run.path / "logs" / "train.jsonl"
     if info.is_main:
         truncate_log(log_path, start)  # lines of epochs that never got their checkpoint
@@ -92,6 +94,7 @@ def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Pr
     ids = training_image_ids(run.images(), run.quarantined_ids(), cfg.train.max_images)
     dataset = run.dataset()
     versions = run.store.versions()
+    schedule_versions = schedule.versions(cfg.schedule)
     t0 = time.time()
     loaded: tuple[int, BoxSet] | None = None
     stats: EpochStats | None = None
@@ -99,12 +102,12 @@ def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Pr
     warned: set[int] = set()
     for epoch in range(start, end_epoch):
         version = prior_version_for_epoch(versions, epoch, cfg.schedule.update_every)
-        block_start = (epoch // cfg.schedule.update_every) * cfg.schedule.update_every
-        if version != block_start and block_start in cfg.schedule.versions() and block_start not in warned:
+        start_of_block = block_start(epoch, cfg.schedule.update_every)
+        if version != start_of_block and start_of_block in schedule_versions and start_of_block not in warned:
             # Allowed (the latest committed version), but not the method's schedule: say so once.
-            warned.add(block_start)
+            warned.add(start_of_block)
             progress.log(
-                f"epoch {epoch} trains on v{version:04d}: v{block_start:04d} of its block is not committed "
+                f"epoch {epoch} trains on v{version:04d}: v{start_of_block:04d} of its block is not committed "
                 f"(mine and smooth it first to follow the schedule)"
             )
         if loaded is None or loaded[0] != version:
@@ -113,15 +116,25 @@ def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Pr
             used.append(version)
         data = PriorTrainingSet(dataset, ids, loaded[1], parts.transforms, seed=cfg.train.seed)
         loader = make_loader(data, cfg.train, info, epoch)
-        progress.start(f"train epoch {epoch} (priors v{version:04d})", len(loader.sampler) if loader.sampler is not None else len(data), "img")
+        progress.start(
+            f"train epoch {epoch} (priors v{version:04d})",
+            len(loader.sampler) if loader.sampler is not None else len(data),
+            "img",
+        )
         stats = run_epoch(parts, loader, info, progress)
         parts.scheduler.step()
         progress.end({"epoch": epoch, "loss": stats.loss, "images_per_s": stats.images_per_s})
         if info.is_main:
             append_log(log_path, stats.log_line(epoch, version))
             save_checkpoint(
-                run.checkpoint_path(epoch), model=parts.model, optimizer=parts.optimizer, scheduler=parts.scheduler,
-                scaler=parts.scaler, epoch=epoch, prior_version=version, config_digest=cfg.digest(),
+                run.checkpoint_path(epoch),
+                model=parts.model,
+                optimizer=parts.optimizer,
+                scheduler=parts.scheduler,
+                scaler=parts.scaler,
+                epoch=epoch,
+                prior_version=version,
+                config_digest=cfg.digest(),
                 extra={"world_size": info.world_size},
             )
         _barrier(info)
@@ -172,4 +185,4 @@ def lock_held_by_parent() -> bool:
     return True
 
 
-__all__ = ["train", "prior_version_for_epoch", "lock_held_by_parent", "TrainParts"]
+__all__ = ["train", "lock_held_by_parent", "TrainParts"]

@@ -20,12 +20,34 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from detector import DetectorConfig, EmbeddingTarget, SetCriterion, build_criterion, build_embedding_target, build_lr_scheduler, build_model, build_optimizer
-from pipeline.config import RunConfig, TrainConfig
-from pipeline.distributed import DistInfo, all_reduce_mean_dict, all_reduce_sum, make_sampler, unwrap, wrap_model
-from pipeline.progress import Progress
-from pipeline.data import TrainTransform
-from pipeline.training_data import collate_train, epoch_generator, make_train_transforms, seed_epoch, seed_worker
+from joindet.detector import (
+    DetectorConfig,
+    EmbeddingTarget,
+    SetCriterion,
+    build_criterion,
+    build_embedding_target,
+    build_lr_scheduler,
+    build_model,
+    build_optimizer,
+)
+from joindet.pipeline.config import RunConfig, TrainConfig
+from joindet.pipeline.data import TrainTransform
+from joindet.pipeline.distributed import (
+    DistInfo,
+    all_reduce_mean_dict,
+    all_reduce_sum,
+    make_sampler,
+    unwrap,
+    wrap_model,
+)
+from joindet.pipeline.progress import Progress
+from joindet.pipeline.training_data import (
+    collate_train,
+    epoch_generator,
+    make_train_transforms,
+    seed_epoch,
+    seed_worker,
+)
 
 
 @dataclass
@@ -169,10 +191,14 @@ def run_epoch(parts: TrainParts, loader: DataLoader, info: DistInfo, progress: P
     means = all_reduce_mean_dict(means, info)
     images = int(all_reduce_sum(images, info))
     loss = means.pop("loss", float("nan"))
-    return EpochStats(loss, means, current_lr(parts.optimizer), images, time.time() - t0, skipped, {"world_size": info.world_size})
+    return EpochStats(
+        loss, means, current_lr(parts.optimizer), images, time.time() - t0, skipped, {"world_size": info.world_size}
+    )
 
 
-def train_step(parts: TrainParts, images: torch.Tensor, pad_mask: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> tuple[dict[str, float], float]:
+def train_step(
+    parts: TrainParts, images: torch.Tensor, pad_mask: torch.Tensor, targets: list[dict[str, torch.Tensor]]
+) -> tuple[dict[str, float], float]:
     """One optimisation step; returns (unweighted losses by name, weighted total) as floats."""
     if parts.emb_target is not None:
         embs = parts.emb_target(unwrap(parts.model), images, pad_mask, [t["boxes"] for t in targets])

@@ -1,5 +1,5 @@
 """torchrun entry point of the train stage: ``python -m torch.distributed.run --nproc-per-node G
--m pipeline.stages.train_worker --run-dir RUN --end-epoch E``.
+-m joindet.pipeline.stages.train_worker --run-dir RUN --end-epoch E``.
 
 Use ``--run-dir`` under torchrun: its own parser rejects ``--run`` as an ambiguous abbreviation of
 ``--run-path`` before handing the remaining arguments to this module.
@@ -18,13 +18,15 @@ import sys
 
 import torch
 
-from pipeline.run_dir import RunDir
-from pipeline.stages.train import train
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.stages.train import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pipeline.stages.train_worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", "--run", dest="run", required=True, help="run directory (created by the pretrain flow)")
+    parser = argparse.ArgumentParser(prog="joindet.pipeline.stages.train_worker", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--run-dir", "--run", dest="run", required=True, help="run directory (created by the pretrain flow)"
+    )
     parser.add_argument("--end-epoch", type=int, required=True, help="train up to this epoch (exclusive)")
     args = parser.parse_args(argv)
     threads = os.environ.get("OMP_NUM_THREADS")

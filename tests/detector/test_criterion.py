@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detector import build_criterion, get_preset
-from detector.criterion import num_boxes_global, softmax_focal_loss
+from joindet.detector import build_criterion, get_preset
+from joindet.detector.criterion import num_boxes_global, softmax_focal_loss
 
 
 def _outputs(b: int = 2, q: int = 6, e: int = 8, layers: int = 2, seed: int = 0) -> dict:
@@ -32,7 +32,9 @@ def _targets(sizes: list[int], e: int = 8, embs: bool = True) -> list[dict]:
     targets = []
     for n in sizes:
         t = {
-            "boxes": torch.cat([torch.rand(n, 2, generator=g) * 0.5 + 0.25, torch.rand(n, 2, generator=g) * 0.3 + 0.1], 1),
+            "boxes": torch.cat(
+                [torch.rand(n, 2, generator=g) * 0.5 + 0.25, torch.rand(n, 2, generator=g) * 0.3 + 0.1], 1
+            ),
             "labels": torch.ones(n, dtype=torch.long),
         }
         if embs:

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import detector.deform_attn as deform_attn
-from detector.deform_attn import MSDeformAttn, level_start_index, ms_deform_attn
+import joindet.detector.deform_attn as deform_attn
+from joindet.detector.deform_attn import MSDeformAttn, level_start_index, ms_deform_attn
 
 
 def _naive(value, shapes, locations, weights):
@@ -141,7 +141,9 @@ def test_module_equals_plain_linear_projection_path(channel_first: bool, monkeyp
     shapes=st.lists(st.tuples(st.integers(1, 5), st.integers(1, 5)), min_size=1, max_size=3),
     channel_first=st.booleans(),
 )
-def test_gradients_match_naive_reference_property(seed: int, shapes: list[tuple[int, int]], channel_first: bool) -> None:
+def test_gradients_match_naive_reference_property(
+    seed: int, shapes: list[tuple[int, int]], channel_first: bool
+) -> None:
     value, shp, loc, w = _problem(seed, shapes, n=2, lq=2, m=2, dh=2, n_points=2, spread=2.5)
     if channel_first:  # the strided layout MSDeformAttn passes: a view of [N, M*Dh, S]
         value = value.reshape(2, value.shape[1], 4).transpose(1, 2).contiguous().transpose(1, 2).view(value.shape)

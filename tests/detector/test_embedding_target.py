@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
-from detector import build_embedding_target, build_model, get_preset
+from joindet.detector import build_embedding_target, build_model, get_preset
 
 
 @pytest.fixture(scope="module")

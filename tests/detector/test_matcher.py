@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector import HungarianMatcher, build_matcher, get_preset
+from joindet.detector import HungarianMatcher, build_matcher, get_preset
 
 
 def _random_problem(seed: int, sizes: list[int], q: int = 5, c: int = 2):
@@ -46,7 +46,7 @@ def test_matches_brute_force_optimum(loss: str, seed: int, sizes: list[int]) -> 
         assert len(rows) == len(cols) == min(5, n)
         assert len(set(rows.tolist())) == len(rows) and sorted(cols.tolist()) == list(range(n))
         if n:
-            block = cost[i, :, offset:offset + n]
+            block = cost[i, :, offset : offset + n]
             assert block[rows, cols].sum().item() == pytest.approx(_brute_force(block), abs=1e-4)
         offset += n
 
@@ -56,7 +56,7 @@ def test_batched_equals_per_image() -> None:
     matcher = HungarianMatcher()
     batched = matcher(outputs, targets)
     for i, target in enumerate(targets):
-        single = matcher({k: v[i:i + 1] for k, v in outputs.items()}, [target])[0]
+        single = matcher({k: v[i : i + 1] for k, v in outputs.items()}, [target])[0]
         assert torch.equal(batched[i][0], single[0]) and torch.equal(batched[i][1], single[1])
 
 

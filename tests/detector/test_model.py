@@ -7,10 +7,16 @@ import warnings
 import pytest
 import torch
 
-from detector import (
-    PRESETS, DetectorConfig, build_lr_scheduler, build_model, build_optimizer, get_preset, postprocess,
+from joindet.detector import (
+    PRESETS,
+    DetectorConfig,
+    build_lr_scheduler,
+    build_model,
+    build_optimizer,
+    get_preset,
+    postprocess,
 )
-from detector.backbone import sine_position_encoding
+from joindet.detector.backbone import sine_position_encoding
 
 
 def _model(cfg: DetectorConfig):
@@ -23,8 +29,8 @@ def _batch(h: int = 160, w: int = 128, pad_rows: int = 64):
     torch.manual_seed(0)
     images = torch.randn(2, 3, h, w)
     pad = torch.zeros(2, h, w, dtype=torch.bool)
-    pad[1, h - pad_rows:] = True
-    images[1, :, h - pad_rows:] = 0
+    pad[1, h - pad_rows :] = True
+    images[1, :, h - pad_rows :] = 0
     return images, pad
 
 
@@ -94,11 +100,26 @@ def test_sine_position_encoding_ignores_padding() -> None:
 
 def test_presets_follow_the_issue() -> None:
     tiny, paper, single = get_preset("tiny"), get_preset("paper"), get_preset("paper-single-scale")
-    assert (tiny.backbone, tiny.num_feature_levels, tiny.d_model, tiny.enc_layers, tiny.dec_layers,
-            tiny.num_queries, tiny.emb_target) == ("resnet18", 3, 64, 2, 2, 100, "roi_align")
+    assert (
+        tiny.backbone,
+        tiny.num_feature_levels,
+        tiny.d_model,
+        tiny.enc_layers,
+        tiny.dec_layers,
+        tiny.num_queries,
+        tiny.emb_target,
+    ) == ("resnet18", 3, 64, 2, 2, 100, "roi_align")
     assert tiny.attention_level == 0 and paper.attention_level == -1
-    assert (paper.backbone, paper.num_feature_levels, paper.d_model, paper.enc_layers, paper.n_heads,
-            paper.n_points, paper.dim_feedforward, paper.num_queries) == ("resnet50", 4, 256, 6, 8, 4, 1024, 300)
+    assert (
+        paper.backbone,
+        paper.num_feature_levels,
+        paper.d_model,
+        paper.enc_layers,
+        paper.n_heads,
+        paper.n_points,
+        paper.dim_feedforward,
+        paper.num_queries,
+    ) == ("resnet50", 4, 256, 6, 8, 4, 1024, 300)
     assert (paper.lr, paper.weight_decay, paper.clip_max_norm, paper.lr_drop_epoch) == (2e-4, 1e-4, 0.1, 40)
     assert paper.freeze_backbone and paper.emb_target == "crop" and paper.emb_dim == 512
     assert single.num_feature_levels == 1 and set(PRESETS) == {"tiny", "paper", "paper-single-scale"}

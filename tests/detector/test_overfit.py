@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_convert
 
-from detector import build_criterion, build_model, build_optimizer, get_preset, postprocess
+from joindet.detector import build_criterion, build_model, build_optimizer, get_preset, postprocess
 
 SIZE = 128
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
@@ -56,11 +56,17 @@ def coco_ap50(predictions: list[dict], gt_boxes: list[np.ndarray]) -> float:
     dets = []
     for i, (pred, boxes) in enumerate(zip(predictions, gt_boxes)):
         gt["images"].append({"id": i, "width": SIZE, "height": SIZE})
-        for j, (x0, y0, x1, y1) in enumerate(boxes * SIZE):
-            gt["annotations"].append({
-                "id": len(gt["annotations"]) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
-                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "area": float((x1 - x0) * (y1 - y0)),
-            })
+        for _j, (x0, y0, x1, y1) in enumerate(boxes * SIZE):
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": i,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                    "area": float((x1 - x0) * (y1 - y0)),
+                }
+            )
         for s, (x0, y0, x1, y1) in zip(pred["scores"].tolist(), (pred["boxes"] * SIZE).tolist()):
             dets.append({"image_id": i, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": s})
     with contextlib.redirect_stdout(io.StringIO()):

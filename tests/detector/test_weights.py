@@ -9,8 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from detector import WeightsError, build_model, get_preset, load_backbone_weights, load_weights, save_weights
-from detector.backbone import Backbone
+from joindet.detector import WeightsError, build_model, get_preset, load_backbone_weights, load_weights, save_weights
+from joindet.detector.backbone import Backbone
 
 # build_model warns about random backbones; the one test that wants the warning uses pytest.warns.
 pytestmark = pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")

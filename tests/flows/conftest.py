@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
-
 from flow_helpers import IMAGE_SIZE, NUM_IMAGES, CliProcess
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic dataset of 8 train images of 64 px (and 2 val images)."""
-    from pipeline.data.synthetic import generate_synthetic
+    from joindet.pipeline.data.synthetic import generate_synthetic
 
-    return generate_synthetic(tmp_path_factory.mktemp("data") / "synthetic", num_images=NUM_IMAGES,
-                              size=IMAGE_SIZE, val_images=2)
+    return generate_synthetic(
+        tmp_path_factory.mktemp("data") / "synthetic", num_images=NUM_IMAGES, size=IMAGE_SIZE, val_images=2
+    )
 
 
 @pytest.fixture
@@ -39,5 +39,3 @@ def cli_process(tmp_path: Path) -> Iterator[Callable[..., CliProcess]]:
                 os.killpg(p.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-
-

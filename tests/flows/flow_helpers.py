@@ -13,19 +13,41 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 #: Two update rounds with n = 1: versions 0, 1, 2 and checkpoints of epochs 0, 1, 2.
-TWO_ROUNDS = ["schedule.epochs=3", "schedule.update_every=1", "mine.shards=4", "train.num_workers=0",
-              "train.batch_size=2", "mine.batch_size=2", "mine.save_attention=false"]
+TWO_ROUNDS = [
+    "schedule.epochs=3",
+    "schedule.update_every=1",
+    "mine.shards=4",
+    "train.num_workers=0",
+    "train.batch_size=2",
+    "mine.batch_size=2",
+    "mine.save_attention=false",
+]
 NUM_IMAGES = 8
 IMAGE_SIZE = 64
 
 
 def pretrain_args(data: Path, run_dir: Path, *extra: str, overrides: list[str] = TWO_ROUNDS) -> list[str]:
-    args = ["flow", "run", "pretrain", "--dataset", "synthetic", "--data-root", str(data), "--preset", "tiny",
-            "--run-dir", str(run_dir), "--quiet", "--json", "--threads", "1"]
+    args = [
+        "flow",
+        "run",
+        "pretrain",
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        str(data),
+        "--preset",
+        "tiny",
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        "--json",
+        "--threads",
+        "1",
+    ]
     for o in overrides:
         args += ["--set", o]
     return args + list(extra)
@@ -36,10 +58,20 @@ class CliProcess:
 
     def __init__(self, args: list[str], home: Path) -> None:
         home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, start_new_session=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "OMP_NUM_THREADS": "1",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "joindet", *args],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def wait_for(self, condition: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
         """Poll ``condition`` until it holds (True) or the process ends / time runs out (False)."""
@@ -79,7 +111,7 @@ def run_cli(args: list[str], home: Path, timeout: float = 240) -> dict:
 
 def assert_same_priors(a: Path, b: Path) -> list[int]:
     """Both runs hold the same committed versions with identical boxes of every kind; returns them."""
-    from priors import PriorStore
+    from joindet.priors import PriorStore
 
     sa, sb = PriorStore(a), PriorStore(b)
     assert sa.versions() == sb.versions()

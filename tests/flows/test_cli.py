@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from flows.cli import main
-from flows.cli_flow import default_run_dir
-from flows.cli_stage import next_train_end, next_version
-from flows.reports import format_report, numeric_leaves, version_table
+from joindet.flows.cli import main
+from joindet.flows.cli_flow import default_run_dir
+from joindet.flows.reports import format_report, numeric_leaves, version_table
+from joindet.pipeline.schedule import RunPlan
 
 
 def invoke(*args: str):
@@ -64,8 +64,8 @@ def test_a_missing_run_is_one_clear_line(args: list[str], tmp_path: Path) -> Non
 
 @pytest.fixture
 def fresh_run(tiny_data: Path, tmp_path: Path):
-    from pipeline.config import make_config
-    from pipeline.run_dir import RunDir
+    from joindet.pipeline.config import make_config
+    from joindet.pipeline.run_dir import RunDir
 
     cfg = make_config("tiny", "synthetic", [f"data.root={tiny_data}", "schedule.epochs=5", "schedule.update_every=2"])
     return RunDir.create(tmp_path / "run", cfg)
@@ -82,12 +82,12 @@ def test_status_of_a_new_run_is_all_pending_with_the_next_command(fresh_run) -> 
 
 
 def test_stage_defaults_follow_the_schedule(fresh_run) -> None:
-    assert next_version(fresh_run) == 2  # blocks [0,2) [2,4) [4,5): versions 0, 2, 4
-    assert next_train_end(fresh_run) == 2
+    assert RunPlan(fresh_run).next_version() == 2  # blocks [0,2) [2,4) [4,5): versions 0, 2, 4
+    assert RunPlan(fresh_run).next_train_end() == 2
     ckpt = fresh_run.checkpoint_path(2)
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"")  # only its name matters to the schedule
-    assert next_train_end(fresh_run) == 4
+    assert RunPlan(fresh_run).next_train_end() == 4
 
 
 def test_default_run_dir_names_dataset_preset_and_time() -> None:
@@ -102,12 +102,21 @@ def test_report_and_artifact_rows() -> None:
     assert {"version": 2, "field": "boxes.smoothed", "value": 9} in rows
     assert {"version": 2, "field": "v0002.smoothed.AR@100", "value": 0.25} in rows
     report = {
-        "run": "runs/x", "seconds": 12.0, "trained_to": 3, "train_skipped": [],
+        "run": "runs/x",
+        "seconds": 12.0,
+        "trained_to": 3,
+        "train_skipped": [],
         "quarantined": [{"image_id": 7, "file": "train/7.jpg", "reason": "truncated"}],
         "versions": [
             {"version": 0, "committed_now": False, "mined": [], "reused": [], "statistics": {}, "metrics": {}},
-            {"version": 2, "committed_now": True, "mined": [1], "reused": [0], "statistics": {"boxes": {"smoothed": 9}},
-             "metrics": metrics},
+            {
+                "version": 2,
+                "committed_now": True,
+                "mined": [1],
+                "reused": [0],
+                "statistics": {"boxes": {"smoothed": 9}},
+                "metrics": metrics,
+            },
         ],
     }
     text = "\n".join(format_report(report))
@@ -118,11 +127,10 @@ def test_report_and_artifact_rows() -> None:
 
 
 def test_a_failed_step_shows_in_status_until_a_flow_run_succeeds(fresh_run) -> None:
-    from flows.flow_state import clear_failure, read_failure, step
+    from joindet.pipeline.flow_state import clear_failure, read_failure, step
 
-    with pytest.raises(RuntimeError):
-        with step(fresh_run.path, "train epochs 0-1"):
-            raise RuntimeError("out of memory")
+    with pytest.raises(RuntimeError), step(fresh_run.path, "train epochs 0-1"):
+        raise RuntimeError("out of memory")
     assert read_failure(fresh_run.path)["step"] == "train epochs 0-1"
     status = json.loads(invoke("runs", "status", str(fresh_run.path), "--json").output)
     failed = [e for e in status["entries"] if e["state"] == "failed"]

@@ -8,13 +8,15 @@ import numpy as np
 from click.testing import CliRunner
 from pycocotools.coco import COCO
 
-from flows.cli import main
-from pipeline.data import open_dataset, render_scene, scene_rng
+from joindet.flows.cli import main
+from joindet.pipeline.data import open_dataset, render_scene, scene_rng
 
 
 def test_synth_writes_a_coco_dataset_whose_boxes_match_the_objects(tmp_path: Path) -> None:
     out = tmp_path / "scenes"
-    res = CliRunner().invoke(main, ["data", "synth", str(out), "--images", "6", "--size", "64", "--seed", "3", "--val-images", "2"])
+    res = CliRunner().invoke(
+        main, ["data", "synth", str(out), "--images", "6", "--size", "64", "--seed", "3", "--val-images", "2"]
+    )
     assert res.exit_code == 0, res.output
     assert "wrote 6 train and 2 val images" in res.output
     coco = COCO(str(out / "annotations" / "instances_train.json"))
@@ -39,7 +41,12 @@ def test_synth_refuses_an_existing_folder_cleanly(tmp_path: Path) -> None:
 
 def test_check_reports_skipped_images(tmp_path: Path) -> None:
     out = tmp_path / "s"
-    assert CliRunner().invoke(main, ["data", "synth", str(out), "--images", "3", "--size", "32", "--val-images", "0"]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(main, ["data", "synth", str(out), "--images", "3", "--size", "32", "--val-images", "0"])
+        .exit_code
+        == 0
+    )
     (out / "train" / "000002.jpg").write_bytes(b"")
     res = CliRunner().invoke(main, ["data", "check", "--dataset", "synthetic", "--data-root", str(out)])
     assert res.exit_code == 0, res.output
@@ -54,7 +61,7 @@ def test_check_missing_dataset_is_one_clear_line(tmp_path: Path, monkeypatch) ->
 
 
 def test_dataset_choices_match_the_registry() -> None:
-    from flows.cli_data import DATASET_CHOICES
-    from pipeline.data import DATASET_NAMES
+    from joindet.flows.cli_data import DATASET_CHOICES
+    from joindet.pipeline.data import DATASET_NAMES
 
     assert sorted(DATASET_CHOICES) == sorted(DATASET_NAMES)

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from flows.cli import main
-from priors import BoxSet, PriorStore, write_images_table
-from priors.attention_store import AttentionStore
+from joindet.flows.cli import main
+from joindet.priors import BoxSet, PriorStore, write_images_table
+from joindet.priors.store.attention_maps import AttentionStore
 
 
 def _boxes(seed: int, n: int = 12) -> BoxSet:
@@ -25,9 +25,17 @@ def _boxes(seed: int, n: int = 12) -> BoxSet:
 @pytest.fixture()
 def run(tmp_path: Path) -> Path:
     run = tmp_path / "run"
-    write_images_table(run, pa.table({"image_id": [1, 2, 3], "file": ["1.png", "2.png", "3.png"],
-                                      "width": pa.array([40, 40, 40], pa.int32()),
-                                      "height": pa.array([30, 30, 30], pa.int32())}))
+    write_images_table(
+        run,
+        pa.table(
+            {
+                "image_id": [1, 2, 3],
+                "file": ["1.png", "2.png", "3.png"],
+                "width": pa.array([40, 40, 40], pa.int32()),
+                "height": pa.array([30, 30, 30], pa.int32()),
+            }
+        ),
+    )
     store = PriorStore(run)
     store.commit(0, {"region": _boxes(0).with_kind("region"), "smoothed": _boxes(0)})
     store.commit(10, {"smoothed": _boxes(1)}, parent=0)
@@ -94,15 +102,19 @@ def test_export_import_round_trip_and_clipping(run: Path, tmp_path: Path) -> Non
 
 
 def test_import_annotations_creates_run(tmp_path: Path) -> None:
-    ann = {"images": [{"id": 5, "file_name": "a.jpg", "width": 100, "height": 50}],
-           "annotations": [{"image_id": 5, "bbox": [10, 10, 20, 20], "category_id": 3}]}
+    ann = {
+        "images": [{"id": 5, "file_name": "a.jpg", "width": 100, "height": 50}],
+        "annotations": [{"image_id": 5, "bbox": [10, 10, 20, 20], "category_id": 3}],
+    }
     f = tmp_path / "ann.json"
     f.write_text(json.dumps(ann))
     new = tmp_path / "fresh"
     code, text, _ = invoke("import", str(new), str(f), "--version", "0")
     assert code == 0 and (new / "images.parquet").exists()
     np.testing.assert_allclose(PriorStore(new).read(0).boxes, [[0.1, 0.2, 0.3, 0.6]], atol=1e-6)
-    code, _, err = invoke("import", str(tmp_path / "other"), str(tmp_path / "ann.json").replace("ann", "res"), "--version", "0")
+    code, _, err = invoke(
+        "import", str(tmp_path / "other"), str(tmp_path / "ann.json").replace("ann", "res"), "--version", "0"
+    )
     assert code == 2  # click: the file does not exist
 
 
@@ -154,7 +166,9 @@ def test_plot_with_attention(run: Path, tmp_path: Path) -> None:
     att.create(10, [1, 2, 3], (8, 8))
     att.write(10, 2, np.random.default_rng(0).random((3, 4)))
     out = tmp_path / "p.png"
-    code, text, _ = invoke("plot", str(run), "--version", "10", "--image", "2", "-o", str(out), "--data-root", str(root))
+    code, text, _ = invoke(
+        "plot", str(run), "--version", "10", "--image", "2", "-o", str(out), "--data-root", str(root)
+    )
     assert code == 0 and out.exists() and cv2.imread(str(out)) is not None
     code, _, err = invoke("plot", str(run), "--image", "2", "-o", str(out))
     assert code == 1 and "run.json is missing" in err

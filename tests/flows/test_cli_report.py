@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from flows.cli_report import report_cmd
-from pipeline.config import make_config
-from pipeline.data import generate_synthetic, open_dataset
-from pipeline.run_dir import RunDir
-from priors import BoxSet
+from joindet.flows.cli_report import report_cmd
+from joindet.pipeline.config import make_config
+from joindet.pipeline.data import generate_synthetic, open_dataset
+from joindet.pipeline.run_dir import RunDir
+from joindet.priors import BoxSet
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
     ids = np.repeat(run.image_ids(), 3)
     for v in (0, 2):
         xy = rng.uniform(0, 0.5, (len(ids), 2))
-        run.store.commit(v, {"smoothed": BoxSet.from_arrays(ids, np.hstack([xy, xy + 0.3]), rng.uniform(0.1, 1, len(ids)))},
-                         parent=None if v == 0 else 0)
+        run.store.commit(
+            v,
+            {"smoothed": BoxSet.from_arrays(ids, np.hstack([xy, xy + 0.3]), rng.uniform(0.1, 1, len(ids)))},
+            parent=None if v == 0 else 0,
+        )
     return run
 
 
@@ -40,8 +43,15 @@ def test_report_writes_page_and_figures_with_json_output(run: RunDir, tmp_path: 
     assert info["html"] == str(out) and out.is_file()
     assert set(info["figures"]) == {"versions", "metrics", "evolution"}  # no training log: no curves
     assert all(Path(p).is_file() for p in info["figures"].values())
-    assert [v["question"].split(":")[0] for v in info["verdict"]] == ["AR@100 of smoothed priors", "for scale", "for scale"]
-    assert ["30 random" in info["verdict"][1]["question"], "100 random" in info["verdict"][2]["question"]] == [True, True]
+    assert [v["question"].split(":")[0] for v in info["verdict"]] == [
+        "AR@100 of smoothed priors",
+        "for scale",
+        "for scale",
+    ]
+    assert ["30 random" in info["verdict"][1]["question"], "100 random" in info["verdict"][2]["question"]] == [
+        True,
+        True,
+    ]
     # the priors were scored against the synthetic ground truth on the way
     assert set(json.loads((run.path / "metrics" / "priors.json").read_text())) == {"v0000", "v0002"}
 

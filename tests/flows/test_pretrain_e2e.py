@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from flows.cli import main
-from flows.reports import numeric_leaves
 from flow_helpers import TWO_ROUNDS, assert_same_priors, pretrain_args, run_cli
+
+from joindet.flows.cli import main
+from joindet.flows.reports import numeric_leaves
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def _sha(path: Path) -> str:
 
 
 def test_two_round_pretrain_commits_versions_0_n_2n_and_checkpoints(reference_run: tuple[Path, dict]) -> None:
-    from priors import PriorStore
+    from joindet.priors import PriorStore
 
     run, report = reference_run
     assert PriorStore(run).versions() == [0, 1, 2]
@@ -43,7 +43,10 @@ def test_two_round_pretrain_commits_versions_0_n_2n_and_checkpoints(reference_ru
     assert all(v["committed_now"] for v in report["versions"])
     assert [v["mined"] for v in report["versions"][1:]] == [[0, 1, 2, 3]] * 2
     assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*.pt")) == [
-        "epoch-0000.pt", "epoch-0001.pt", "epoch-0002.pt"]
+        "epoch-0000.pt",
+        "epoch-0001.pt",
+        "epoch-0002.pt",
+    ]
     assert report["trained_to"] == 2
     # The synthetic dataset has ground truth: every version was evaluated.
     for v in report["versions"]:
@@ -64,7 +67,11 @@ def test_each_version_is_published_as_a_prefect_table_artifact(reference_run: tu
     finally:
         db.close()
     assert flows == [("COMPLETED",)]
-    assert sorted((k, t) for k, t, _ in rows) == [("run-v0000", "table"), ("run-v0001", "table"), ("run-v0002", "table")]
+    assert sorted((k, t) for k, t, _ in rows) == [
+        ("run-v0000", "table"),
+        ("run-v0001", "table"),
+        ("run-v0002", "table"),
+    ]
     assert all("AR@100" in data for _, _, data in rows)
 
 
@@ -72,7 +79,9 @@ def test_eval_commands_score_priors_and_proposals(reference_run: tuple[Path, dic
     import json
 
     run = reference_run[0]
-    priors = CliRunner().invoke(main, ["eval", "priors", str(run), "--version", "2", "--kind", "smoothed", "--kind", "region", "--json"])
+    priors = CliRunner().invoke(
+        main, ["eval", "priors", str(run), "--version", "2", "--kind", "smoothed", "--kind", "region", "--json"]
+    )
     assert priors.exit_code == 0, priors.output
     assert set(json.loads(priors.output)["v0002"]) == {"smoothed", "region"}
     text = CliRunner().invoke(main, ["eval", "priors", str(run), "--version", "2"])
@@ -105,7 +114,7 @@ def test_a_changed_config_is_refused_naming_the_field(reference_run: tuple[Path,
 def test_killed_during_mining_resumes_only_missing_shards(
     reference_run: tuple[Path, dict], tiny_data: Path, tmp_path: Path, cli_process
 ) -> None:
-    from priors import PriorStore
+    from joindet.priors import PriorStore
 
     run = tmp_path / "run"
     staging = run / "priors" / "_staging" / "v0001" / "mine"
@@ -115,8 +124,9 @@ def test_killed_during_mining_resumes_only_missing_shards(
     done = sorted(PriorStore(run).done_shards(1))
     assert 1 <= len(done) < 4 and not PriorStore(run).has_version(1), f"kill landed outside mining: {done}"
 
-    report = run_cli(["flow", "resume", str(run), "--no-prefect", "--quiet", "--json", "--threads", "1"],
-                     tmp_path / "home-resume")
+    report = run_cli(
+        ["flow", "resume", str(run), "--no-prefect", "--quiet", "--json", "--threads", "1"], tmp_path / "home-resume"
+    )
     v1 = report["versions"][1]
     assert v1["reused"] == done
     assert v1["mined"] == [s for s in range(4) if s not in done]
@@ -168,7 +178,9 @@ def test_a_corrupt_image_is_quarantined_and_reported(tiny_data: Path, tmp_path: 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     (data / "train" / "000003.jpg").write_bytes(b"this is not a jpeg")
-    args = pretrain_args(data, tmp_path / "run", "--no-prefect", overrides=TWO_ROUNDS[:1] + ["schedule.epochs=2"] + TWO_ROUNDS[1:])
+    args = pretrain_args(
+        data, tmp_path / "run", "--no-prefect", overrides=TWO_ROUNDS[:1] + ["schedule.epochs=2"] + TWO_ROUNDS[1:]
+    )
     args.remove("--json")
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -181,7 +193,7 @@ def test_a_corrupt_image_is_quarantined_and_reported(tiny_data: Path, tmp_path: 
 
 
 def test_dask_workers_mine_the_same_version_as_threads(reference_run: tuple[Path, dict], tmp_path: Path) -> None:
-    from priors import PriorStore
+    from joindet.priors import PriorStore
 
     run = tmp_path / "run"
     shutil.copytree(reference_run[0], run)

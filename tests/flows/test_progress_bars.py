@@ -7,8 +7,8 @@ import threading
 
 from rich.console import Console
 
-from flows.progress_bars import RichProgress, format_summary
-from pipeline.progress import Progress
+from joindet.flows.progress_bars import RichProgress, format_summary
+from joindet.pipeline.progress import Progress
 
 
 def _console() -> tuple[Console, io.StringIO]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from flows.runners import RunnerChoice, RunnerError, build_task_runner
+from joindet.flows.runners import RunnerChoice, RunnerError, build_task_runner
 
 
 def test_default_is_a_thread_pool_sized_by_threads() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.torchrun import DistributedTrainError, WORKER_MODULE, run_torchrun, torchrun_command
+from joindet.flows.torchrun import WORKER_MODULE, DistributedTrainError, run_torchrun, torchrun_command
 
 
 def test_command_runs_the_train_worker_under_torch_distributed_run() -> None:
@@ -13,7 +13,7 @@ def test_command_runs_the_train_worker_under_torch_distributed_run() -> None:
     assert "--nproc-per-node=2" in cmd and "--standalone" in cmd
     i = cmd.index("-m", 3)
     assert cmd[i + 1] == WORKER_MODULE
-    assert cmd[i + 2:] == ["--run-dir", "/runs/a", "--end-epoch", "4"]
+    assert cmd[i + 2 :] == ["--run-dir", "/runs/a", "--end-epoch", "4"]
 
 
 @pytest.mark.parametrize("nproc, end", [(0, 2), (2, 0)])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoints import (
+from joindet.pipeline.checkpoints import (
     CheckpointError,
     capture_rng,
     checkpoint_name,
@@ -45,8 +45,15 @@ def test_round_trip_restores_every_state(tmp_path: Path) -> None:
     _step(model, opt, sched)
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     path = save_checkpoint(
-        tmp_path / "checkpoints" / checkpoint_name(4), model=model, optimizer=opt, scheduler=sched,
-        scaler=scaler, epoch=4, prior_version=2, config_digest="abc", extra={"cat_ids": [1, 5]},
+        tmp_path / "checkpoints" / checkpoint_name(4),
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        scaler=scaler,
+        epoch=4,
+        prior_version=2,
+        config_digest="abc",
+        extra={"cat_ids": [1, 5]},
     )
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
 
@@ -71,7 +78,9 @@ def test_round_trip_restores_every_state(tmp_path: Path) -> None:
 def test_loads_with_weights_only(tmp_path: Path) -> None:
     model, opt, sched, scaler = _parts()
     _step(model, opt, sched)
-    path = save_checkpoint(tmp_path / "e.pt", model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=0, config_digest="d")
+    path = save_checkpoint(
+        tmp_path / "e.pt", model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=0, config_digest="d"
+    )
     obj = torch.load(path, weights_only=True)  # must not raise: only tensors and plain types inside
     assert obj["epoch"] == 0
 
@@ -95,7 +104,9 @@ def test_latest_epoch_ignores_temp_and_foreign_files(tmp_path: Path) -> None:
     assert list_epochs(tmp_path) == [0, 1, 3]
     assert latest_epoch(tmp_path) == 3
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("epoch")) == [
-        "epoch-0000.pt", "epoch-0001.pt", "epoch-0003.pt"
+        "epoch-0000.pt",
+        "epoch-0001.pt",
+        "epoch-0003.pt",
     ]
 
 

@@ -8,30 +8,43 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.config import ConfigError, RunConfig, ScheduleConfig, apply_overrides, make_config
+from joindet.pipeline.config import ConfigError, RunConfig, ScheduleConfig, apply_overrides, make_config
+from joindet.pipeline.schedule import blocks, versions
+
+
+def _blocks(schedule):
+    return [(b.start, b.end) for b in blocks(schedule)]
 
 
 def test_tiny_preset_has_two_update_rounds() -> None:
     cfg = make_config("tiny", "synthetic")
-    assert cfg.schedule.versions() == [0, 2, 4]
-    assert cfg.schedule.blocks() == [(0, 2), (2, 4), (4, 6)]
+    assert versions(cfg.schedule) == [0, 2, 4]
+    assert _blocks(cfg.schedule) == [(0, 2), (2, 4), (4, 6)]
     assert cfg.model.num_queries <= 100 and cfg.model.d_model <= 64
 
 
 def test_paper_schedule_depends_on_dataset() -> None:
-    assert make_config("paper", "coco").schedule.versions() == [0, 10, 20, 30, 40]
-    assert make_config("paper", "imagenet").schedule.blocks() == [(e, e + 1) for e in range(5)]
+    assert versions(make_config("paper", "coco").schedule) == [0, 10, 20, 30, 40]
+    assert _blocks(make_config("paper", "imagenet").schedule) == [(e, e + 1) for e in range(5)]
 
 
 def test_overrides_parse_by_field_type() -> None:
-    cfg = make_config("tiny", "synthetic", ["priors.momentum=0.3", "priors.max_per_image=none",
-                                            "mine.save_attention=false", "priors.update=nms",
-                                            "schedule.epochs=8"])
+    cfg = make_config(
+        "tiny",
+        "synthetic",
+        [
+            "priors.momentum=0.3",
+            "priors.max_per_image=none",
+            "mine.save_attention=false",
+            "priors.update=nms",
+            "schedule.epochs=8",
+        ],
+    )
     assert cfg.priors.momentum == pytest.approx(0.3)
     assert cfg.priors.max_per_image is None
     assert cfg.mine.save_attention is False
     assert cfg.priors.update == "nms"
-    assert cfg.schedule.versions() == [0, 2, 4, 6]
+    assert versions(cfg.schedule) == [0, 2, 4, 6]
 
 
 @pytest.mark.parametrize(
@@ -78,10 +91,10 @@ def test_from_dict_rejects_unknown_keys() -> None:
 @given(st.integers(1, 60), st.integers(1, 20))
 def test_schedule_blocks_cover_all_epochs(epochs: int, every: int) -> None:
     s = ScheduleConfig(epochs=epochs, update_every=every)
-    covered = [e for a, b in s.blocks() for e in range(a, b)]
+    covered = [e for a, b in _blocks(s) for e in range(a, b)]
     assert covered == list(range(epochs))
-    assert s.versions()[0] == 0 and all(v % every == 0 for v in s.versions())
-    assert len(s.versions()) == len(s.blocks())
+    assert versions(s)[0] == 0 and all(v % every == 0 for v in versions(s))
+    assert len(versions(s)) == len(_blocks(s))
 
 
 def test_override_of_frozen_model_section() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.distributed import (
+from joindet.pipeline.distributed import (
     DistInfo,
     all_reduce_mean_dict,
     all_reduce_sum,
@@ -62,7 +62,7 @@ WORKER = textwrap.dedent(
     import json, os, sys
     import torch
     torch.set_num_threads(1)
-    from pipeline.distributed import (init_distributed, make_sampler, wrap_model, all_reduce_sum,
+    from joindet.pipeline.distributed import (init_distributed, make_sampler, wrap_model, all_reduce_sum,
         all_reduce_mean_dict, broadcast_object, unwrap, shutdown)
     info = init_distributed("cpu")
     torch.manual_seed(info.rank)  # different init per rank: DDP must broadcast rank 0's weights
@@ -101,11 +101,21 @@ def test_two_process_gloo_group(tmp_path: Path) -> None:
     # The variables torchrun would set, without its agent (cheaper; test_train runs real torchrun).
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    base = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(_free_port()), WORLD_SIZE="2")
+    base = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(ROOT),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+        WORLD_SIZE="2",
+    )
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=dict(base, RANK=str(r), LOCAL_RANK=str(r)),
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path)],
+            env=dict(base, RANK=str(r), LOCAL_RANK=str(r)),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for r in (0, 1)
     ]
     for p in procs:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector import build_model
-from pipeline.checkpoints import save_checkpoint
-from pipeline.config import make_config
-from pipeline.model_loading import checkpoint_model, clear_cache, file_digest, initial_model, resolve_device
+from joindet.detector import build_model
+from joindet.pipeline.checkpoints import save_checkpoint
+from joindet.pipeline.config import make_config
+from joindet.pipeline.model_loading import checkpoint_model, clear_cache, file_digest, initial_model, resolve_device
 
 pytestmark = pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")
 

@@ -12,12 +12,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import make_config
-from pipeline.data import open_dataset
-from pipeline.data.synthetic import generate_synthetic
-from pipeline.run_dir import RunDir, RunMismatchError, RunNotFoundError
-from priors import BoxSet, CorruptFileError
-from storage_schema import SCHEMA_VERSION
+from joindet.pipeline.config import make_config
+from joindet.pipeline.data import open_dataset
+from joindet.pipeline.data.synthetic import generate_synthetic
+from joindet.pipeline.run_dir import RunDir, RunMismatchError, RunNotFoundError
+from joindet.pipeline.schedule import RunPlan, shard_ranges
+from joindet.priors import BoxSet, CorruptFileError
+from joindet.storage_schema import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,11 @@ def test_create_writes_run_json_and_pins_the_index(tmp_path: Path, data_root: Pa
     assert info["config_digest"] == _cfg().digest()
     ds = open_dataset("synthetic", root=data_root)
     assert info["dataset"] == {
-        "name": "synthetic", "root": str(data_root), "fingerprint": ds.fingerprint(),
-        "num_images": 10, "split": "train",
+        "name": "synthetic",
+        "root": str(data_root),
+        "fingerprint": ds.fingerprint(),
+        "num_images": 10,
+        "split": "train",
     }
     assert {"created", "joindet_version"} <= set(info)
     assert pq.read_table(tmp_path / "run" / "images.parquet").equals(ds.index())
@@ -96,16 +100,20 @@ def test_open_errors_are_clear(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("num_shards", [1, 3, 4, 10, 13])
-def test_shards_are_contiguous_deterministic_and_cover_the_index(tmp_path: Path, data_root: Path, num_shards: int) -> None:
+def test_shards_are_contiguous_deterministic_and_cover_the_index(
+    tmp_path: Path, data_root: Path, num_shards: int
+) -> None:
     run = _create(tmp_path / "run", data_root)
-    shards = run.shards(num_shards)
+    shards = shard_ranges(run.image_ids(), num_shards)
     assert len(shards) == num_shards
     assert np.array_equal(np.concatenate(shards), run.image_ids())
     sizes = [len(s) for s in shards]
     assert max(sizes) - min(sizes) <= 1
-    assert all(np.array_equal(a, b) for a, b in zip(shards, RunDir.open(run.path).shards(num_shards)))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(shards, shard_ranges(RunDir.open(run.path).image_ids(), num_shards))
+    )
     with pytest.raises(ValueError, match="mine.shards"):
-        run.shards(0)
+        shard_ranges(run.image_ids(), 0)
 
 
 def test_quarantine_adds_each_image_once(tmp_path: Path, data_root: Path) -> None:
@@ -150,9 +158,13 @@ def test_lock_is_reentrant_in_process_and_exclusive_across_processes(tmp_path: P
 
 def test_status_follows_the_schedule(tmp_path: Path, data_root: Path) -> None:
     run = _create(tmp_path / "run", data_root, "schedule.epochs=4", "schedule.update_every=2")
-    status = run.status()
+    status = RunPlan(run).status()
     assert [e.name for e in status.entries] == [
-        "init v0000", "train epochs 0-1", "mine v0002", "smooth v0002", "train epochs 2-3",
+        "init v0000",
+        "train epochs 0-1",
+        "mine v0002",
+        "smooth v0002",
+        "train epochs 2-3",
     ]
     assert all(e.state == "pending" for e in status.entries)
     assert status.next_command == f"joindet flow resume {run.path}" and not status.complete
@@ -160,17 +172,17 @@ def test_status_follows_the_schedule(tmp_path: Path, data_root: Path) -> None:
     run.store.commit(0, {"smoothed": BoxSet.from_arrays(ids[:1], [[0, 0, 1, 1]])})
     (run.path / "checkpoints").mkdir()
     (run.path / "checkpoints" / "epoch-0000.pt").write_bytes(b"")
-    planned = run.shards(3)[1]
+    planned = shard_ranges(run.image_ids(), 3)[1]
     meta = {"first_image_id": int(planned[0]), "last_image_id": int(planned[-1])}
     run.store.write_shard(2, 1, {"region": BoxSet.empty(), "instance": BoxSet.empty()}, meta=meta)
     run.store.write_shard(2, 2, {"region": BoxSet.empty()}, meta=meta)  # staged under another plan
-    assert run.done_shards(2) == {1}
-    states = {e.name: (e.state, e.detail) for e in run.status().entries}
+    assert RunPlan(run).done_shards(2) == {1}
+    states = {e.name: (e.state, e.detail) for e in RunPlan(run).status().entries}
     assert states["init v0000"][0] == "done"
     assert states["train epochs 0-1"] == ("staged", "1 of 2 epochs")
     assert states["mine v0002"] == ("staged", "1 of 3 shards")
     assert states["smooth v0002"][0] == "pending"
-    d = run.status().to_dict()
+    d = RunPlan(run).status().to_dict()
     assert d["latest_version"] == 0 and d["last_checkpoint"] == 0 and d["complete"] is False
 
 

@@ -7,8 +7,8 @@ import pytest
 import scipy.linalg
 import torch
 
-import priors.attention as attention
-from priors import eigen_attention
+import joindet.priors.attention as attention
+from joindet.priors import eigen_attention
 
 
 def _features(b: int, h: int, w: int, c: int = 32, seed: int = 0) -> torch.Tensor:

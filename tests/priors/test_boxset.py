@@ -7,14 +7,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from priors import BoxSet, BoxSetError
+from joindet.priors import BoxSet, BoxSetError
 
 
 def _random(n: int, seed: int = 0, n_images: int = 5) -> BoxSet:
     rng = np.random.default_rng(seed)
     xy = rng.random((n, 2)) * 0.5
-    return BoxSet.from_arrays(rng.integers(0, n_images, n), np.concatenate([xy, xy + rng.random((n, 2)) * 0.5], 1),
-                              rng.random(n), rng.integers(0, 3, n).astype(np.int8))
+    return BoxSet.from_arrays(
+        rng.integers(0, n_images, n),
+        np.concatenate([xy, xy + rng.random((n, 2)) * 0.5], 1),
+        rng.random(n),
+        rng.integers(0, 3, n).astype(np.int8),
+    )
 
 
 @settings(max_examples=40, deadline=None)

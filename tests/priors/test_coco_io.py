@@ -5,22 +5,33 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings, example
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from priors import BoxSet, StoreError
-from priors.coco_io import export_coco_results, import_coco, read_coco
+from joindet.priors import BoxSet, StoreError
+from joindet.priors.coco_io import export_coco_results, import_coco, read_coco
 
 
 def _images() -> pa.Table:
-    return pa.table({"image_id": pa.array([1, 2], pa.int64()), "file": ["a.jpg", "b.jpg"],
-                     "width": pa.array([200, 100], pa.int32()), "height": pa.array([100, 50], pa.int32())})
+    return pa.table(
+        {
+            "image_id": pa.array([1, 2], pa.int64()),
+            "file": ["a.jpg", "b.jpg"],
+            "width": pa.array([200, 100], pa.int32()),
+            "height": pa.array([100, 50], pa.int32()),
+        }
+    )
 
 
 def _annotations(anns: list[dict]) -> dict:
-    return {"images": [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 100},
-                       {"id": 2, "file_name": "b.jpg", "width": 100, "height": 50}],
-            "annotations": anns, "categories": [{"id": 3, "name": "cat"}]}
+    return {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": 200, "height": 100},
+            {"id": 2, "file_name": "b.jpg", "width": 100, "height": 50},
+        ],
+        "annotations": anns,
+        "categories": [{"id": 3, "name": "cat"}],
+    }
 
 
 def test_export_pixels_and_category() -> None:
@@ -35,8 +46,19 @@ def test_export_pixels_and_category() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([1, 2]), st.floats(0, 0.9), st.floats(0, 0.9), st.floats(0.01, 0.1),
-                          st.floats(0.01, 0.1), st.floats(0, 1)), max_size=20))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1, 2]),
+            st.floats(0, 0.9),
+            st.floats(0, 0.9),
+            st.floats(0.01, 0.1),
+            st.floats(0.01, 0.1),
+            st.floats(0, 1),
+        ),
+        max_size=20,
+    )
+)
 def test_export_import_round_trip(rows: list[tuple]) -> None:
     ids = [r[0] for r in rows]
     boxes = [[r[1], r[2], r[1] + r[3], r[2] + r[4]] for r in rows]
@@ -61,8 +83,13 @@ def test_annotations_give_sizes_and_out_of_image_boxes_are_clipped_or_rejected()
     ]
     imp = read_coco(_annotations(anns))
     assert imp.is_annotations and imp.images.num_rows == 2
-    assert imp.summary() == {"boxes_in_file": 8, "imported": 2, "clipped": 1, "rejected_malformed": 4,
-                             "rejected_degenerate": 2}
+    assert imp.summary() == {
+        "boxes_in_file": 8,
+        "imported": 2,
+        "clipped": 1,
+        "rejected_malformed": 4,
+        "rejected_degenerate": 2,
+    }
     np.testing.assert_allclose(imp.boxes.boxes, [[0.1, 0.1, 0.3, 0.3], [0, 0.9, 0.2, 1.0]], atol=1e-6)
     assert (imp.boxes.boxes >= 0).all() and (imp.boxes.boxes <= 1).all()
     np.testing.assert_array_equal(imp.boxes.scores, [1, 1])
@@ -93,8 +120,15 @@ def test_malformed_documents() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([1, 2]), *[st.one_of(st.floats(-300, 300), st.sampled_from([float("nan"), float("inf")]))] * 4),
-                max_size=25))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1, 2]),
+            *[st.one_of(st.floats(-300, 300), st.sampled_from([float("nan"), float("inf")]))] * 4,
+        ),
+        max_size=25,
+    )
+)
 @example([(1, 0.0, 0.0, 1.0, 4.3798139591324355e-139)])  # positive in pixels, zero once float32
 def test_import_never_yields_out_of_image_boxes(rows: list[tuple]) -> None:
     results = [{"image_id": r[0], "bbox": list(r[1:]), "score": 0.5, "category_id": 1} for r in rows]

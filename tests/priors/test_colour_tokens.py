@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from priors import colour_tokens, eigen_attention, region_priors
+from joindet.priors import colour_tokens, eigen_attention, region_priors
 
 
 def test_shapes_padding_and_centring() -> None:
@@ -40,7 +40,7 @@ def test_rejects_wrong_shape() -> None:
 
 
 def test_centre_tokens_removes_the_common_component() -> None:
-    from priors import centre_tokens
+    from joindet.priors import centre_tokens
 
     common = torch.full((1, 4, 4, 8), 5.0)
     feat = common.clone()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from priors import instance_priors
+from joindet.priors import instance_priors
 
 
 def _map() -> torch.Tensor:
@@ -62,7 +62,7 @@ def test_degenerate_map_and_bad_shapes() -> None:
 def test_min_score_replaces_the_argmax_rule() -> None:
     import torch
 
-    from priors import instance_priors
+    from joindet.priors import instance_priors
 
     # two queries with foreground probability 0.3 and 0.6; the map is all foreground
     fg = torch.tensor([0.3, 0.6])

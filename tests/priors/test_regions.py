@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from priors import BoxSet, region_priors
+from joindet.priors import BoxSet, region_priors
 
 
 def test_components_become_cell_edge_boxes() -> None:

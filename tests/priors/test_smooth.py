@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from priors import BoxSet, box_smooth
+from joindet.priors import BoxSet, box_smooth
 
 
 def _random_set(rng: np.random.Generator, n_images: int, max_boxes: int, near: BoxSet | None = None) -> BoxSet:
@@ -142,7 +142,9 @@ def test_momentum_zero_returns_current_boxes(nc: list[int], seed: int) -> None:
 @given(st.integers(0, 2**31 - 1), st.booleans())
 def test_empty_side_gives_the_other_side_halved(seed: int, prev_empty: bool) -> None:
     rng = np.random.default_rng(seed)
-    one = BoxSet.from_arrays(np.repeat(np.arange(3), 4), np.concatenate([_disjoint_boxes(4, rng) for _ in range(3)]), rng.uniform(0.1, 1, 12))
+    one = BoxSet.from_arrays(
+        np.repeat(np.arange(3), 4), np.concatenate([_disjoint_boxes(4, rng) for _ in range(3)]), rng.uniform(0.1, 1, 12)
+    )
     prev, cur = (BoxSet.empty(), one) if prev_empty else (one, BoxSet.empty())
     out = box_smooth(prev, cur, momentum=0.45)
     for i in range(3):
@@ -185,7 +187,7 @@ def test_out_of_range_clipped_and_zero_area_dropped_as_wbf(seed: int) -> None:
 
 
 def test_blocks_of_images_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    import priors.smooth as smooth
+    import joindet.priors.smooth as smooth
 
     rng = np.random.default_rng(11)
     prev = _random_set(rng, 40, 10)
@@ -226,7 +228,7 @@ def _near_threshold_sets(rng: np.random.Generator, n_images: int, thr: float) ->
 def test_near_threshold_and_near_tie_decisions_equal_ensemble_boxes(
     thr: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import priors.smooth as smooth
+    import joindet.priors.smooth as smooth
 
     calls = []
     exact = smooth._exact_match

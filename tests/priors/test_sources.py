@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from priors import random_crops, selective_search
-from priors.sources import SELECTIVE_SEARCH_HINT
+from joindet.priors import random_crops, selective_search
+from joindet.priors.sources import SELECTIVE_SEARCH_HINT
 
 
 def test_random_crops_shape_range_and_sizes() -> None:

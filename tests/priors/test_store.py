@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from priors import (
+from joindet.priors import (
     BoxSet,
     CorruptFileError,
     PriorStore,
@@ -20,19 +20,26 @@ from priors import (
     VersionNotFoundError,
     write_images_table,
 )
-from priors.store_images import read_images_table
+from joindet.priors.store.images import read_images_table
 
 
 def boxes(n: int, seed: int = 0, n_images: int = 10, kind: str = "smoothed") -> BoxSet:
     rng = np.random.default_rng(seed)
     xy = rng.random((n, 2)) * 0.5
-    return BoxSet.from_arrays(rng.integers(0, n_images, n), np.concatenate([xy, xy + rng.random((n, 2)) * 0.5], 1),
-                              rng.random(n), kind)
+    return BoxSet.from_arrays(
+        rng.integers(0, n_images, n), np.concatenate([xy, xy + rng.random((n, 2)) * 0.5], 1), rng.random(n), kind
+    )
 
 
 def images(n: int = 10) -> pa.Table:
-    return pa.table({"image_id": np.arange(n), "file": [f"{i}.jpg" for i in range(n)],
-                     "width": np.full(n, 64, np.int32), "height": np.full(n, 48, np.int32)})
+    return pa.table(
+        {
+            "image_id": np.arange(n),
+            "file": [f"{i}.jpg" for i in range(n)],
+            "width": np.full(n, 64, np.int32),
+            "height": np.full(n, 48, np.int32),
+        }
+    )
 
 
 @pytest.fixture()
@@ -51,8 +58,14 @@ def test_commit_read_round_trip_and_manifest(store: PriorStore) -> None:
     assert m0.stats["smoothed"]["boxes_per_image_mean"] == pytest.approx(3.0)
     assert m0.stats["churn"] is None
     s10 = boxes(35, 3)
-    m10 = store.commit(10, {"smoothed": s10}, parent=0, checkpoint_digest="sha256:ab", config_digest="cfg",
-                       extra_stats={"epoch_loss": 1.5})
+    m10 = store.commit(
+        10,
+        {"smoothed": s10},
+        parent=0,
+        checkpoint_digest="sha256:ab",
+        config_digest="cfg",
+        extra_stats={"epoch_loss": 1.5},
+    )
     assert m10.parent == 0 and m10.stats["epoch_loss"] == 1.5
     churn = m10.stats["churn"]
     assert churn["matched"] + churn["removed"] == 30 and churn["matched"] + churn["added"] == 35
@@ -215,7 +228,7 @@ def test_footer_edit_caught_by_full_hash_and_verify(store: PriorStore) -> None:
     path = _data_file(store, 0)
     raw = path.read_bytes()
     at = raw.rindex(b"parquet-cpp-arrow")
-    path.write_bytes(raw[:at] + b"P" + raw[at + 1:])  # same size, data pages intact
+    path.write_bytes(raw[:at] + b"P" + raw[at + 1 :])  # same size, data pages intact
     with pytest.raises(CorruptFileError, match=rf"{path.name} does not match its manifest's sha256"):
         store.read(0, full_hash=True)
     assert any(path.name in p for p in store.verify())

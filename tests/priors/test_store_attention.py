@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from priors import StoreError, VersionNotFoundError
-from priors.attention_store import AttentionStore
+from joindet.priors import StoreError, VersionNotFoundError
+from joindet.priors.store.attention_maps import AttentionStore
 
 
 def test_maps_of_different_shapes_round_trip(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_errors(tmp_path: Path) -> None:
 
 
 def test_open_or_create_per_version_handle(tmp_path: Path) -> None:
-    from priors import AttentionStore as Exported
+    from joindet.priors import AttentionStore as Exported
 
     maps = Exported.open_or_create(tmp_path / "attention" / "v0003.zarr", np.array([5, 6]), 3)
     maps.write(6, np.ones((4, 7)))

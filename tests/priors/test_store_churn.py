@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import box_iou
-import torch
 
-from priors import BoxSet, churn, match_boxes, pairwise_iou
+from joindet.priors import BoxSet, churn, match_boxes, pairwise_iou
 
 
 def test_pairwise_iou_matches_torchvision() -> None:
     rng = np.random.default_rng(0)
-    a = rng.random((7, 2)); a = np.concatenate([a, a + rng.random((7, 2))], 1)
-    b = rng.random((5, 2)); b = np.concatenate([b, b + rng.random((5, 2))], 1)
+    a = rng.random((7, 2))
+    a = np.concatenate([a, a + rng.random((7, 2))], 1)
+    b = rng.random((5, 2))
+    b = np.concatenate([b, b + rng.random((5, 2))], 1)
     np.testing.assert_allclose(pairwise_iou(a, b), box_iou(torch.tensor(a), torch.tensor(b)).numpy(), atol=1e-12)
 
 
 def test_hand_made_case() -> None:
-    prev = BoxSet.from_arrays([1, 1, 2], [[0, 0, .5, .5], [.5, .5, 1, 1], [0, 0, 1, 1]])
-    cur = BoxSet.from_arrays([1, 1, 3], [[0, 0, .5, .4], [0, .5, .2, .7], [0, 0, 1, 1]])
+    prev = BoxSet.from_arrays([1, 1, 2], [[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1], [0, 0, 1, 1]])
+    cur = BoxSet.from_arrays([1, 1, 3], [[0, 0, 0.5, 0.4], [0, 0.5, 0.2, 0.7], [0, 0, 1, 1]])
     ch = churn(prev, cur)
     # image 1: first boxes IoU 0.8 match; image 2 only in prev (removed); image 3 only in cur (added)
     assert (ch.matched, ch.added, ch.removed) == (1, 2, 2)
     assert ch.mean_iou == pytest.approx(0.8)
     np.testing.assert_array_equal(ch.image_ids, [1, 2, 3])
-    assert ch.most_changed(2) == [{"image_id": 1, "matched": 1, "added": 1, "removed": 1},
-                                  {"image_id": 2, "matched": 0, "added": 0, "removed": 1}]
+    assert ch.most_changed(2) == [
+        {"image_id": 1, "matched": 1, "added": 1, "removed": 1},
+        {"image_id": 2, "matched": 0, "added": 0, "removed": 1},
+    ]
 
 
 def test_matching_is_one_to_one_and_respects_threshold() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from priors import BoxSet, PriorStore, StoreLockedError
-from priors.lock import WriterLock
+from joindet.priors import BoxSet, PriorStore, StoreLockedError
+from joindet.priors.store.lock import WriterLock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,8 +23,8 @@ _WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from priors import BoxSet, PriorStore
-    from priors.store_fs import RunFS
+    from joindet.priors import BoxSet, PriorStore
+    from joindet.priors.store.fs import RunFS
 
     def boxes(seed):
         rng = np.random.default_rng(seed)
@@ -51,7 +51,7 @@ _WRITER = textwrap.dedent(
 _HOLDER = textwrap.dedent(
     """
     import sys, time
-    from priors import PriorStore
+    from joindet.priors import PriorStore
     with PriorStore(sys.argv[1]).lock():
         print("locked", flush=True)
         time.sleep(120)
@@ -60,8 +60,9 @@ _HOLDER = textwrap.dedent(
 
 
 def _spawn(code: str, run: Path, ready: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", code, str(run)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(run)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     line = proc.stdout.readline().strip()
     if line != ready:
         proc.kill()
@@ -140,8 +141,5 @@ def test_lock_record_of_dead_pid_is_stale_but_other_host_is_refused(tmp_path: Pa
 
 def test_two_lock_objects_in_one_process_conflict(tmp_path: Path) -> None:
     a, b = PriorStore(tmp_path / "run"), PriorStore(tmp_path / "run")
-    with a.lock():
-        with a.lock():  # re-entrant on the same store
-            with pytest.raises(StoreLockedError):
-                with b.lock():
-                    pass
+    with a.lock(), a.lock(), pytest.raises(StoreLockedError), b.lock():  # re-entrant on the same store
+        pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from priors import BoxSet, box_smooth, update_priors
+from joindet.priors import BoxSet, box_smooth, update_priors
 
 PREV = BoxSet.from_arrays(
     [0, 0, 1], [[0.1, 0.1, 0.4, 0.4], [0.6, 0.6, 0.9, 0.9], [0.2, 0.2, 0.5, 0.5]], [0.9, 0.8, 0.7], "smoothed"

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage_schema import (
+from joindet.storage_schema import (
     BOXES_SCHEMA,
     IMAGES_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -33,14 +33,19 @@ def _parquet_round_trip(table: pa.Table) -> pa.Table:
 
 
 def _images() -> pa.Table:
-    return pa.table({"image_id": [3, 1], "file": ["a/3.jpg", "1.png"], "width": [640, 10],
-                     "height": [480, 20]}).cast(IMAGES_SCHEMA)
+    return pa.table({"image_id": [3, 1], "file": ["a/3.jpg", "1.png"], "width": [640, 10], "height": [480, 20]}).cast(
+        IMAGES_SCHEMA
+    )
 
 
 def _boxes() -> pa.Table:
     kind = pa.DictionaryArray.from_arrays(pa.array([0, 2], pa.int8()), ["region", "instance", "smoothed"])
     return pa.Table.from_arrays(
-        [pa.array([1, 3], pa.int64()), *(pa.array(v, pa.float32()) for v in ([0, .1], [0, .2], [.5, .3], [.5, .9], [1, .5])), kind],
+        [
+            pa.array([1, 3], pa.int64()),
+            *(pa.array(v, pa.float32()) for v in ([0, 0.1], [0, 0.2], [0.5, 0.3], [0.5, 0.9], [1, 0.5])),
+            kind,
+        ],
         schema=BOXES_SCHEMA,
     )
 
@@ -68,7 +73,9 @@ def test_images_validation_names_file_and_field() -> None:
     with pytest.raises(SchemaError, match=r"idx\.parquet: field 'width' must be > 0"):
         validate_images_table(pa.table({"image_id": [1], "file": ["a"], "width": [0], "height": [3]}), "idx.parquet")
     with pytest.raises(SchemaError, match=r"field 'image_id' has duplicate"):
-        validate_images_table(pa.table({"image_id": [1, 1], "file": ["a", "b"], "width": [2, 2], "height": [3, 3]}), "i")
+        validate_images_table(
+            pa.table({"image_id": [1, 1], "file": ["a", "b"], "width": [2, 2], "height": [3, 3]}), "i"
+        )
     with pytest.raises(SchemaError, match=r"field 'height' is missing"):
         validate_images_table(pa.table({"image_id": [1], "file": ["a"], "width": [2]}), "i")
     with pytest.raises(SchemaError, match=r"field 'width' has type string"):
@@ -89,9 +96,17 @@ def test_boxes_validation_rejects_nan_inverted_and_wrong_kind() -> None:
 
 def _manifest() -> Manifest:
     entry = FileEntry(path="smoothed-abc.parquet", rows=5, bytes=100, sha256="0" * 64)
-    return Manifest(version=10, parent=0, created="2026-01-01T00:00:00+00:00", files={"smoothed": entry},
-                    num_images=3, num_boxes=5, checkpoint_digest="sha256:1", config_digest="c",
-                    stats={"smoothed": {"boxes": 5}, "churn": None})
+    return Manifest(
+        version=10,
+        parent=0,
+        created="2026-01-01T00:00:00+00:00",
+        files={"smoothed": entry},
+        num_images=3,
+        num_boxes=5,
+        checkpoint_digest="sha256:1",
+        config_digest="c",
+        stats={"smoothed": {"boxes": 5}, "churn": None},
+    )
 
 
 def test_manifest_round_trip() -> None:
@@ -129,6 +144,12 @@ def test_manifest_not_json() -> None:
 
 
 def test_shard_marker_round_trip() -> None:
-    mk = ShardMarker(20, 3, FileEntry("shard-00003-x.parquet", 4, 50, "a" * 64), {"region": 3, "instance": 1},
-                     "2026-01-01T00:00:00+00:00", {"images": [0, 100]})
+    mk = ShardMarker(
+        20,
+        3,
+        FileEntry("shard-00003-x.parquet", 4, 50, "a" * 64),
+        {"region": 3, "instance": 1},
+        "2026-01-01T00:00:00+00:00",
+        {"images": [0, 100]},
+    )
     assert ShardMarker.from_json(mk.to_json(), "s.json") == mk

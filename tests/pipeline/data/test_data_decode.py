@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data import ImageLoadError, decode_image, header_size, open_dataset, read_image
+from joindet.pipeline.data import ImageLoadError, decode_image, header_size, open_dataset, read_image
 
 
 def _rgb(h: int = 24, w: int = 36) -> np.ndarray:
@@ -46,7 +46,17 @@ def awkward(tmp_path: Path) -> Path:
     cv2.imwrite(str(tmp_path / "gray.jpg"), img[..., 1])
     _write(tmp_path / "ünïcødé 图像.png", img)
     (tmp_path / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png at all")
-    names = ["ok.jpg", "truncated.jpg", "zero.jpg", "alpha.png", "deep16.png", "gray.jpg", "ünïcødé 图像.png", "garbage.png", "missing.jpg"]
+    names = [
+        "ok.jpg",
+        "truncated.jpg",
+        "zero.jpg",
+        "alpha.png",
+        "deep16.png",
+        "gray.jpg",
+        "ünïcødé 图像.png",
+        "garbage.png",
+        "missing.jpg",
+    ]
     images = [{"id": i + 1, "file_name": n, "width": 36, "height": 24} for i, n in enumerate(names)]
     (tmp_path / "ann.json").write_text(json.dumps({"images": images}, ensure_ascii=False), encoding="utf-8")
     return tmp_path
@@ -113,14 +123,18 @@ def test_annotation_size_on_unrotated_pixels_wins(tmp_path: Path) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(_rgb(20, 40)).save(tmp_path / "r.jpg", exif=exif.tobytes())
-    (tmp_path / "a.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "r.jpg", "width": 40, "height": 20}]}))
+    (tmp_path / "a.json").write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "r.jpg", "width": 40, "height": 20}]})
+    )
     ds = open_dataset("coco-json", root=tmp_path, annotations=tmp_path / "a.json")
     assert ds.load(1).shape == (20, 40, 3)
 
 
 def test_size_mismatch_with_annotation_is_an_image_load_error(tmp_path: Path) -> None:
     _write(tmp_path / "x.png", _rgb(10, 10))
-    (tmp_path / "a.json").write_text(json.dumps({"images": [{"id": 3, "file_name": "x.png", "width": 50, "height": 20}]}))
+    (tmp_path / "a.json").write_text(
+        json.dumps({"images": [{"id": 3, "file_name": "x.png", "width": 50, "height": 20}]})
+    )
     ds = open_dataset("coco-json", root=tmp_path, annotations=tmp_path / "a.json")
     with pytest.raises(ImageLoadError, match="size mismatch"):
         ds.load(3)

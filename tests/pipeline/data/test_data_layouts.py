@@ -13,13 +13,13 @@ import pyarrow as pa
 import pytest
 from pycocotools.coco import COCO
 
-from pipeline.data import (
+from joindet.pipeline.data import (
     AnnotationError,
     DatasetNotFoundError,
     ImageLoadError,
     open_dataset,
 )
-from storage_schema import IMAGES_SCHEMA
+from joindet.storage_schema import IMAGES_SCHEMA
 
 
 def _img(path: Path, h: int, w: int, value: int = 90) -> None:
@@ -197,7 +197,12 @@ def test_imagenet_layout_and_class_list(tmp_path: Path) -> None:
     _check_index(ds.index())
     assert len(ds) == 4 and ds.coco_ground_truth() is None
     assert [c["name"] for c in ds.categories()] == ["n01440764", "n01443537", "n99999999"]
-    assert ds.index().to_pylist()[1] == {"image_id": 2, "file": "train/n01440764/n01440764_1.JPEG", "width": 8, "height": 7}
+    assert ds.index().to_pylist()[1] == {
+        "image_id": 2,
+        "file": "train/n01440764/n01440764_1.JPEG",
+        "width": 8,
+        "height": 7,
+    }
     lst = tmp_path / "in100.txt"
     lst.write_text("# ImageNet-100 subset\nn01443537\n\nn01440764\n")
     sub = open_dataset("imagenet", root=tmp_path, class_list=lst)
@@ -242,7 +247,7 @@ def test_synthetic_generates_into_the_cache_once(tmp_path: Path, monkeypatch: py
 
 
 def test_folder_header_sizes_are_cached_until_a_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.data.folders as folders
+    import joindet.pipeline.data.folders as folders
 
     root, cache = tmp_path / "imgs", tmp_path / "cache"
     _img(root / "a.png", 5, 6)

@@ -11,8 +11,8 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from pipeline.data import generate_synthetic, open_dataset, render_scene, scene_rng, synthetic_categories
-from pipeline.progress import RecordingProgress
+from joindet.pipeline.data import generate_synthetic, open_dataset, render_scene, scene_rng, synthetic_categories
+from joindet.pipeline.progress import RecordingProgress
 
 
 @pytest.fixture(scope="module")

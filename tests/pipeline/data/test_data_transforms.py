@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.data import (
+from joindet.pipeline.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     MiningTransform,
@@ -91,9 +91,9 @@ def test_train_transform_scale_range_and_flip() -> None:
     assert torch.allclose(boxes, torch.tensor([[0.75, 0.5, 0.5, 1.0]]))
 
 
-@pytest.mark.parametrize("bad", [dict(scale_range=(0.0, 1.0)), dict(scale_range=(2.0, 1.0)), dict(flip=1.5), dict(size=0)])
+@pytest.mark.parametrize("bad", [{"scale_range": (0.0, 1.0)}, {"scale_range": (2.0, 1.0)}, {"flip": 1.5}, {"size": 0}])
 def test_train_transform_rejects_bad_settings(bad: dict) -> None:
-    kwargs = dict(size=32, max_size=64) | bad
+    kwargs = {"size": 32, "max_size": 64} | bad
     with pytest.raises(ValueError):
         TrainTransform(**kwargs)
 
@@ -150,7 +150,7 @@ def test_low_data_subset_is_the_documented_draw() -> None:
 
 
 def test_cropped_warp_agrees_with_resize_then_crop() -> None:
-    from pipeline.data.transforms import _resize, _scaled_window
+    from joindet.pipeline.data.transforms import _resize, _scaled_window
 
     img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     for hs, ws, y, x, oh, ow in [(96, 128, 10, 20, 50, 80), (70, 93, 3, 5, 37, 55)]:

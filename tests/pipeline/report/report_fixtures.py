@@ -10,9 +10,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from pipeline.config import make_config
-from pipeline.data import generate_synthetic, open_dataset
-from pipeline.run_dir import RunDir
+from joindet.pipeline.config import make_config
+from joindet.pipeline.data import generate_synthetic, open_dataset
+from joindet.pipeline.run_dir import RunDir
 
 NUM_IMAGES = 6
 SIZE = 128
@@ -20,15 +20,27 @@ SIZE = 128
 
 def tiny_run(base: Path) -> RunDir:
     """Versions 0 and 1 committed, checkpoints of epochs 0 and 1, proposals of epoch 1 on val."""
-    from pipeline import stages
+    from joindet.pipeline import stages
 
     data = base / "data"
     generate_synthetic(data, NUM_IMAGES, SIZE, 0, 3, "jpg")
-    cfg = make_config("tiny", "synthetic", [
-        "schedule.epochs=2", "schedule.update_every=1", "train.num_workers=0", "train.batch_size=3",
-        "mine.shards=2", "mine.batch_size=3", "mine.device=cpu", "train.device=cpu", "mine.save_attention=true",
-        "priors.tau=0.5", f"data.root={data}",
-    ])
+    cfg = make_config(
+        "tiny",
+        "synthetic",
+        [
+            "schedule.epochs=2",
+            "schedule.update_every=1",
+            "train.num_workers=0",
+            "train.batch_size=3",
+            "mine.shards=2",
+            "mine.batch_size=3",
+            "mine.device=cpu",
+            "train.device=cpu",
+            "mine.save_attention=true",
+            "priors.tau=0.5",
+            f"data.root={data}",
+        ],
+    )
     cfg.model = cfg.model.with_(test_size=SIZE, max_size=SIZE, train_size=(SIZE,), crop_size=SIZE)
     run = RunDir.create(base / "run", cfg, dataset=open_dataset("synthetic", root=data, split="train"))
     with warnings.catch_warnings():

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.report import build_report
-from pipeline.run_dir import RunDir
+from joindet.pipeline.report import build_report
+from joindet.pipeline.run_dir import RunDir
 
 from .report_fixtures import tiny_run
 

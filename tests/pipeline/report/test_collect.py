@@ -8,21 +8,24 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.report.collect import ReportData, VersionInfo, read_train_log, stage_timings
-from pipeline.report.build import loop_verdict
-from pipeline.report.html import table
+from joindet.pipeline.report.build import loop_verdict
+from joindet.pipeline.report.collect import ReportData, VersionInfo, read_train_log, stage_timings
+from joindet.pipeline.report.html import table
 
 
 def _version(v: int, created: str) -> VersionInfo:
-    return VersionInfo(version=v, parent=None if v == 0 else 0, created=created, kinds=["smoothed"],
-                       stats={"smoothed": {}}, churn=None)
+    return VersionInfo(
+        version=v, parent=None if v == 0 else 0, created=created, kinds=["smoothed"], stats={"smoothed": {}}, churn=None
+    )
 
 
 def test_stage_timings_derive_init_and_mining_from_timestamps() -> None:
     versions = [_version(0, "2026-01-01T00:00:10+00:00"), _version(2, "2026-01-01T00:05:00+00:00")]
-    log = [{"epoch": 0, "seconds": 100.5, "time": "2026-01-01T00:02:00+00:00"},
-           {"epoch": 1, "seconds": 90.0, "time": "2026-01-01T00:04:00+00:00"},
-           {"epoch": 2, "seconds": 80.0, "time": "2026-01-01T00:07:00+00:00"}]
+    log = [
+        {"epoch": 0, "seconds": 100.5, "time": "2026-01-01T00:02:00+00:00"},
+        {"epoch": 1, "seconds": 90.0, "time": "2026-01-01T00:04:00+00:00"},
+        {"epoch": 2, "seconds": 80.0, "time": "2026-01-01T00:07:00+00:00"},
+    ]
     t = {x.stage: x for x in stage_timings("2026-01-01T00:00:00+00:00", versions, log)}
     assert t["init_priors v0000"].seconds == 10.0 and t["init_priors v0000"].how.startswith("derived")
     assert t["train epoch 0"].seconds == 100.5 and t["train epoch 0"].how.startswith("recorded")
@@ -34,10 +37,15 @@ def test_stage_timings_derive_init_and_mining_from_timestamps() -> None:
 def test_loop_verdict_compares_last_version_and_proposals_with_v0() -> None:
     d = ReportData(run_path="r", info={})
     assert loop_verdict(d) == []
-    d.prior_metrics = {"v0000": {"smoothed": {"AR@100": 0.2}}, "v0004": {"smoothed": {"AR@100": 0.3}},
-                       "v0002": {"smoothed": {"AR@100": 0.1}}}
-    d.proposals = [{"epoch": 5, "split": "val", "metrics": {"AR@100": 0.15}},
-                   {"epoch": 3, "split": "val", "metrics": {"AR@100": 0.9}}]
+    d.prior_metrics = {
+        "v0000": {"smoothed": {"AR@100": 0.2}},
+        "v0004": {"smoothed": {"AR@100": 0.3}},
+        "v0002": {"smoothed": {"AR@100": 0.1}},
+    }
+    d.proposals = [
+        {"epoch": 5, "split": "val", "metrics": {"AR@100": 0.15}},
+        {"epoch": 3, "split": "val", "metrics": {"AR@100": 0.9}},
+    ]
     (q1, b1, a1, h1), (q2, b2, a2, h2) = loop_verdict(d)
     assert "v0004" in q1 and (b1, a1, h1) == (0.2, 0.3, True)
     assert "epoch 5" in q2 and (b2, a2, h2) == (0.2, 0.15, False)  # the last checkpoint, not the best
@@ -53,5 +61,7 @@ def test_read_train_log_skips_a_line_cut_short_and_sorts(tmp_path: Path) -> None
 @given(st.text(), st.text())
 def test_table_escapes_every_value(header: str, value: str) -> None:
     out = table([header], [[value]])
-    assert f"<th>{_html.escape(header)}</th>" in out and f"<td>{_html.escape(value)}</td>" in out or value in ("yes", "no")
+    assert (
+        f"<th>{_html.escape(header)}</th>" in out and f"<td>{_html.escape(value)}</td>" in out or value in ("yes", "no")
+    )
     assert out.count("<td") == 1 and out.count("<th>") == 1

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector import build_model
-from pipeline.checkpoints import save_checkpoint
-from pipeline.config import RunConfig, make_config
-from pipeline.data import open_dataset
-from pipeline.data.synthetic import generate_synthetic
-from pipeline.run_dir import RunDir
+from joindet.detector import build_model
+from joindet.pipeline.checkpoints import save_checkpoint
+from joindet.pipeline.config import RunConfig, make_config
+from joindet.pipeline.data import open_dataset
+from joindet.pipeline.data.synthetic import generate_synthetic
+from joindet.pipeline.run_dir import RunDir
 
 NUM_IMAGES = 8
 VAL_IMAGES = 4
@@ -32,9 +32,16 @@ SIZE = 128
 def tiny_config(*overrides: str) -> RunConfig:
     """The tiny preset on 128 px images, 2 shards of mining, no attention maps (unless overridden)."""
     cfg = make_config(
-        "tiny", "synthetic",
-        ["mine.shards=2", "mine.batch_size=4", "mine.device=cpu", "mine.save_attention=false",
-         "priors.tau=0.5", *overrides],
+        "tiny",
+        "synthetic",
+        [
+            "mine.shards=2",
+            "mine.batch_size=4",
+            "mine.device=cpu",
+            "mine.save_attention=false",
+            "priors.tau=0.5",
+            *overrides,
+        ],
     )
     cfg.model = cfg.model.with_(test_size=SIZE, max_size=SIZE)
     return cfg
@@ -50,8 +57,9 @@ def write_checkpoint(run: RunDir, epoch: int, seed: int = 0) -> Path:
     model = build_model(run.config.model)
     with torch.no_grad():
         model.class_embed.bias.zero_()  # undo the focal prior (p_fg = 0.01): some queries say foreground
-    return save_checkpoint(run.checkpoint_path(epoch), model=model, epoch=epoch,
-                           config_digest=run.config.digest(), prior_version=0)
+    return save_checkpoint(
+        run.checkpoint_path(epoch), model=model, epoch=epoch, config_digest=run.config.digest(), prior_version=0
+    )
 
 
 def copy_run(src: RunDir, dst: Path) -> RunDir:
@@ -72,7 +80,7 @@ def initialised_run(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Pa
 
     Session-wide and read-only: tests that write copy it with ``copy_run``.
     """
-    from pipeline.stages import init_priors
+    from joindet.pipeline.stages import init_priors
 
     run = new_run(tmp_path_factory.mktemp("runs") / "base", synthetic_root)
     init_priors(run)

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.data import open_dataset
-from pipeline.run_dir import RunDir
-from pipeline.stages import coco_metrics, evaluate_priors, evaluate_proposals
-from pipeline.stages.evaluate import METRICS, detections_array
-from priors import BoxSet
-from storage_schema import IMAGES_SCHEMA
+from joindet.pipeline.data import open_dataset
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.stages import coco_metrics, evaluate_priors, evaluate_proposals
+from joindet.pipeline.stages.evaluate import METRICS, detections_array
+from joindet.priors import BoxSet
+from joindet.storage_schema import IMAGES_SCHEMA
 
 from .stage_fixtures import copy_run, initialised_run, synthetic_root, tiny_config  # noqa: F401
 
@@ -48,7 +48,7 @@ def test_perfect_detections_score_one_and_none_score_zero(val_gt: dict) -> None:
     shifted = coco_metrics(val_gt, _gt_detections(val_gt, shift=0.3))  # IoU 0.54: counts at 0.5 only
     _sane(shifted)
     assert shifted["AP50"] == pytest.approx(1.0) and shifted["AP75"] == 0.0 and shifted["AP"] < 0.2
-    assert coco_metrics(val_gt, np.zeros((0, 7))) == {k: 0.0 for k in METRICS}
+    assert coco_metrics(val_gt, np.zeros((0, 7))) == dict.fromkeys(METRICS, 0.0)
     # restricted to one image: the other images' boxes are not counted as misses
     first = val_gt["images"][0]["id"]
     one = _gt_detections(val_gt)
@@ -73,7 +73,9 @@ def test_metrics_of_random_detections_are_sane(val_gt: dict, seed: int, n: int) 
 
 
 def test_detections_array_converts_to_pixels_and_checks_ids() -> None:
-    images = pa.table({"image_id": [3, 7], "file": ["a", "b"], "width": [200, 100], "height": [100, 50]}, schema=IMAGES_SCHEMA)
+    images = pa.table(
+        {"image_id": [3, 7], "file": ["a", "b"], "width": [200, 100], "height": [100, 50]}, schema=IMAGES_SCHEMA
+    )
     boxes = BoxSet.from_arrays([7, 3], [[0.1, 0.2, 0.5, 1.0], [0.0, 0.0, 1.0, 0.5]], [0.9, 0.4])
     rows = detections_array(boxes, images)
     np.testing.assert_allclose(rows, [[3, 0, 0, 200, 50, 0.4, 1], [7, 10, 10, 40, 40, 0.9, 1]], rtol=1e-6, atol=1e-4)

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector import build_model
-from pipeline.checkpoints import list_epochs, load_checkpoint, load_model_state
-from pipeline.config import make_config
-from pipeline.data import open_dataset
-from pipeline.stages.finetune import FINETUNE_JSON, finetune, load_pretrained
-from pipeline.stages.finetune_eval import COCO_METRICS, category_ids, coco_bbox_metrics, ground_truth_boxes
-from pipeline.stages.train import train
-from pipeline.stages.train_loop import read_log
+from joindet.detector import build_model
+from joindet.pipeline.checkpoints import list_epochs, load_checkpoint, load_model_state
+from joindet.pipeline.config import make_config
+from joindet.pipeline.data import open_dataset
+from joindet.pipeline.stages.finetune import FINETUNE_JSON, finetune, load_pretrained
+from joindet.pipeline.stages.finetune_eval import COCO_METRICS, category_ids, coco_bbox_metrics, ground_truth_boxes
+from joindet.pipeline.stages.train import train
+from joindet.pipeline.stages.train_loop import read_log
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # train_fixtures, however pytest names this directory
@@ -35,9 +35,17 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _cfg(base: Path, *extra: str):
     data = synthetic_root(base)
-    return make_config("tiny", "synthetic", [
-        "train.num_workers=0", "train.batch_size=2", "finetune.epochs=2", f"data.root={data}", *extra,
-    ])
+    return make_config(
+        "tiny",
+        "synthetic",
+        [
+            "train.num_workers=0",
+            "train.batch_size=2",
+            "finetune.epochs=2",
+            f"data.root={data}",
+            *extra,
+        ],
+    )
 
 
 def test_load_pretrained_keeps_all_but_the_heads(pretrained: Path) -> None:
@@ -72,12 +80,18 @@ def test_ground_truth_boxes_align_labels(tmp_path: Path) -> None:
     results = []
     for i, (x0, y0, x1, y1) in enumerate(boxes.boxes.tolist()):
         w, h = sizes[int(boxes.image_ids[i])]
-        results.append({"image_id": int(boxes.image_ids[i]), "category_id": int(labels[i]),
-                        "bbox": [x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h], "score": 1.0})
+        results.append(
+            {
+                "image_id": int(boxes.image_ids[i]),
+                "category_id": int(labels[i]),
+                "bbox": [x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h],
+                "score": 1.0,
+            }
+        )
     assert coco_bbox_metrics(gt, results, cats)["AP50"] == pytest.approx(1.0)
     wrong = [dict(r, category_id=r["category_id"] % len(cats) + 1) for r in results]
     assert coco_bbox_metrics(gt, wrong, cats)["AP50"] < 0.5  # category-aware
-    assert coco_bbox_metrics(gt, [], cats) == {m: 0.0 for m in COCO_METRICS}
+    assert coco_bbox_metrics(gt, [], cats) == dict.fromkeys(COCO_METRICS, 0.0)
 
 
 @pytest.mark.timeout(120)

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.data import open_dataset
-from pipeline.progress import RecordingProgress
-from pipeline.run_dir import RunDir
-from pipeline.stages import init_priors
-from pipeline.stages.init_priors import cap_per_image
-from priors import BoxSet
+from joindet.pipeline.data import open_dataset
+from joindet.pipeline.progress import RecordingProgress
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.stages import init_priors
+from joindet.pipeline.stages.init_priors import cap_per_image
+from joindet.priors import BoxSet
 
 from .stage_fixtures import NUM_IMAGES, initialised_run, new_run, synthetic_root, tiny_config  # noqa: F401
 

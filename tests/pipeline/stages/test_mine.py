@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import shutil
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,16 +16,23 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import RunConfig
-from pipeline.progress import RecordingProgress
-from pipeline.run_dir import RunDir
-from pipeline.stages import mine, mine_shard, smooth
-from pipeline.stages.mine import shard_failures
-from priors import BoxSet
-from priors.attention_store import AttentionStore
+from joindet.pipeline.config import RunConfig
+from joindet.pipeline.progress import RecordingProgress
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.schedule import RunPlan, shard_ranges
+from joindet.pipeline.stages import mine, mine_shard, smooth
+from joindet.pipeline.stages.mine import shard_failures
+from joindet.priors import BoxSet
+from joindet.priors.store.attention_maps import AttentionStore
 
 from .stage_fixtures import (  # noqa: F401
-    NUM_IMAGES, copy_run, initialised_run, new_run, synthetic_root, tiny_config, write_checkpoint,
+    NUM_IMAGES,
+    copy_run,
+    initialised_run,
+    new_run,
+    synthetic_root,
+    tiny_config,
+    write_checkpoint,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")
@@ -49,7 +56,7 @@ def test_mine_stages_every_shard_with_region_and_instance_priors(tmp_path: Path,
         assert set(boxes.kind_names()) == {kind}
         assert np.isin(boxes.image_ids, run.image_ids()).all()
         assert (boxes.boxes >= 0).all() and (boxes.boxes <= 1).all()
-    shards = run.shards(2)
+    shards = shard_ranges(run.image_ids(), 2)
     markers = run.store.staged_shards(2)
     digest = markers[0].meta["checkpoint_digest"]
     assert digest.startswith("sha256:") and markers[1].meta["checkpoint_digest"] == digest
@@ -79,9 +86,9 @@ def test_calling_mine_twice_does_no_second_work(tmp_path: Path, initialised_run:
 _CHILD = textwrap.dedent(
     """
     import sys, time
-    from pipeline.progress import NullProgress
-    from pipeline.run_dir import RunDir
-    from pipeline.stages import mine
+    from joindet.pipeline.progress import NullProgress
+    from joindet.pipeline.run_dir import RunDir
+    from joindet.pipeline.stages import mine
 
     class StallOnSecondShard(NullProgress):
         def start(self, task, total, unit="img"):
@@ -224,10 +231,10 @@ def test_shards_staged_under_another_shard_count_are_mined_again(tmp_path: Path,
     run = copy_run(initialised_run, tmp_path / "run")
     mine(run, 2, shard_ids=[0])  # 2 shards: images 0-3 and 4-7
     run = _rewrite(run, "mine", shards=3)  # resume-safe: same config digest
-    assert run.done_shards(2) == set()  # shard 0 now means images 0-2
+    assert RunPlan(run).done_shards(2) == set()  # shard 0 now means images 0-2
     result = mine(run, 2)
     assert result.summary["shards_mined"] == [0, 1, 2]
-    assert run.done_shards(2) == {0, 1, 2}
+    assert RunPlan(run).done_shards(2) == {0, 1, 2}
     clean = _rewrite(copy_run(initialised_run, tmp_path / "clean"), "mine", shards=3)
     mine(clean, 2)
     for kind in ("region", "instance"):
@@ -254,9 +261,9 @@ def test_selective_search_without_opencv_contrib_says_what_to_install(tmp_path: 
 def test_shards_mined_by_a_replaced_checkpoint_are_mined_again(tmp_path: Path, initialised_run: RunDir) -> None:  # noqa: F811
     run = copy_run(initialised_run, tmp_path / "run")
     mine(run, 2, shard_ids=[0])
-    assert run.done_shards(2) == {0}
+    assert RunPlan(run).done_shards(2) == {0}
     write_checkpoint(run, 1, seed=7)  # epoch 1 retrained: a different model mines v2
-    assert run.done_shards(2) == set()
+    assert RunPlan(run).done_shards(2) == set()
     result = mine(run, 2)
     assert result.summary["shards_mined"] == [0, 1]
     markers = run.store.staged_shards(2)

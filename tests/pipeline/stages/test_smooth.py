@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import RunConfig
-from pipeline.run_dir import RunDir
-from pipeline.stages import mine, mine_shard, smooth
-from priors import BoxSet, update_priors
+from joindet.pipeline.config import RunConfig
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.stages import mine, mine_shard, smooth
+from joindet.priors import BoxSet, update_priors
 
 from .stage_fixtures import copy_run, initialised_run, synthetic_root  # noqa: F401
 
@@ -30,8 +30,14 @@ def _expected(run: RunDir, kinds: tuple[str, ...], strategy: str) -> BoxSet:
     p = run.config.priors
     cur = BoxSet.concat([run.store.read_staged(2, k) for k in kinds])
     return update_priors(
-        run.store.read(0, "smoothed"), cur, strategy, r0=run.store.read(0, "smoothed"), momentum=p.momentum,
-        iou_thr=p.iou_thr, min_score=p.min_score, max_per_image=p.max_per_image,
+        run.store.read(0, "smoothed"),
+        cur,
+        strategy,
+        r0=run.store.read(0, "smoothed"),
+        momentum=p.momentum,
+        iou_thr=p.iou_thr,
+        min_score=p.min_score,
+        max_per_image=p.max_per_image,
     ).with_kind("smoothed")
 
 
@@ -62,7 +68,11 @@ def test_smooth_commits_box_smooth_of_region_and_instance(tmp_path: Path, mined_
 
 @pytest.mark.parametrize(
     ("source", "strategy", "kinds"),
-    [("region", "direct", ("region",)), ("instance", "nms", ("instance",)), ("region+instance", "fixed", ("region", "instance"))],
+    [
+        ("region", "direct", ("region",)),
+        ("instance", "nms", ("instance",)),
+        ("region+instance", "fixed", ("region", "instance")),
+    ],
 )
 def test_source_and_update_strategy_follow_the_config(
     tmp_path: Path, mined_run: RunDir, source: str, strategy: str, kinds: tuple[str, ...]
@@ -74,8 +84,14 @@ def test_source_and_update_strategy_follow_the_config(
     assert set(kinds) <= committed
     if strategy == "fixed":
         assert run.store.read(2, "smoothed").equals(
-            update_priors(BoxSet.empty(), BoxSet.empty(), "fixed", r0=run.store.read(0, "smoothed"),
-                          max_per_image=run.config.priors.max_per_image, min_score=run.config.priors.min_score)
+            update_priors(
+                BoxSet.empty(),
+                BoxSet.empty(),
+                "fixed",
+                r0=run.store.read(0, "smoothed"),
+                max_per_image=run.config.priors.max_per_image,
+                min_score=run.config.priors.min_score,
+            )
         )
 
 
@@ -105,7 +121,9 @@ def test_failures_of_workers_are_quarantined_at_smooth(tmp_path: Path, initialis
     (run.path / "run.json").write_text(json.dumps(info))
     # Workers (e.g. on Dask) run mine_shard only: they do not touch the quarantine table.
     for shard in (0, 1):
-        assert mine_shard(str(run.path), 2, shard).failed == ([(broken, ds.file(broken), "empty file (0 bytes)")] if shard == 0 else [])
+        assert mine_shard(str(run.path), 2, shard).failed == (
+            [(broken, ds.file(broken), "empty file (0 bytes)")] if shard == 0 else []
+        )
     assert run.quarantine().num_rows == 0
     smooth(run, 2)
     assert run.quarantined_ids() == {broken}

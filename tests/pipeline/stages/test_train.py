@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.checkpoints import CheckpointError, list_epochs, load_checkpoint, save_checkpoint
-from pipeline.progress import RecordingProgress
-from pipeline.run_dir import RunDir
-from pipeline.stages.train import prior_version_for_epoch, train
-from pipeline.stages.train_loop import read_log
+from joindet.pipeline.checkpoints import CheckpointError, list_epochs, load_checkpoint, save_checkpoint
+from joindet.pipeline.progress import RecordingProgress
+from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.schedule import prior_version_for_epoch
+from joindet.pipeline.stages.train import train
+from joindet.pipeline.stages.train_loop import read_log
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
@@ -110,9 +111,9 @@ CHILD = textwrap.dedent(
     """
     import sys, time, torch
     torch.set_num_threads(1)
-    from pipeline.progress import NullProgress
-    from pipeline.run_dir import RunDir
-    from pipeline.stages.train import train
+    from joindet.pipeline.progress import NullProgress
+    from joindet.pipeline.run_dir import RunDir
+    from joindet.pipeline.stages.train import train
 
     class StallAfterFirstEpoch(NullProgress):
         def start(self, task, total, unit="img"):
@@ -157,8 +158,18 @@ def test_two_process_torchrun_writes_one_checkpoint_per_epoch(tmp_path: Path) ->
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     env.pop("JOINDET_LOCK_HELD_BY", None)
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "pipeline.stages.train_worker", "--run-dir", str(run.path), "--end-epoch", "2",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "joindet.pipeline.stages.train_worker",
+        "--run-dir",
+        str(run.path),
+        "--end-epoch",
+        "2",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import make_config
-from pipeline.data import generate_synthetic, open_dataset
-from pipeline.run_dir import RunDir
-from priors import BoxSet
+from joindet.pipeline.config import make_config
+from joindet.pipeline.data import generate_synthetic, open_dataset
+from joindet.pipeline.run_dir import RunDir
+from joindet.priors import BoxSet
 
 NUM_IMAGES = 6
 

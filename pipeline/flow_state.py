@@ -1,7 +1,7 @@
 """Which step of the last flow run failed: ``RUN/logs/flow-state.json``.
 
 The store says what is done and what is staged; only the flow knows that a step raised. The
-record names the step as ``RunDir.status()`` names its entries (``init v0000``, ``train epochs
+record names the step as ``RunPlan.status()`` (pipeline/schedule.py) names its entries (``init v0000``, ``train epochs
 0-1``, ``mine v0002``, ``smooth v0002``, or ``evaluate v0002``), so ``joindet runs status`` can
 mark it failed. A successful flow run clears it.
 """
@@ -12,8 +12,9 @@ import contextlib
 import datetime as _dt
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 STATE_FILE = Path("logs") / "flow-state.json"
 

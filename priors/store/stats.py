@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from priors.boxset import BoxSet
-from priors.churn import churn
+from joindet.priors.boxset import BoxSet
+from joindet.priors.churn import churn
 
 
 def kind_stats(bs: BoxSet, num_images: int | None = None) -> dict[str, Any]:

@@ -8,21 +8,21 @@ import threading
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from priors.boxset import BoxSet, BoxSetError
-from priors.store_errors import CorruptFileError
-from priors.store_fs import RunFS, sha256_hex
-from storage_schema import FileEntry
+from joindet.priors.boxset import BoxSet, BoxSetError
+from joindet.priors.store.errors import CorruptFileError
+from joindet.priors.store.fs import RunFS, sha256_hex
+from joindet.storage_schema import FileEntry
 
 #: Parquet settings: image_id is sorted and repeats per box, so dictionary + RLE shrink it to
 #: about a byte a row; lz4 decodes fast and shrinks coordinates that repeat (cell-aligned region
 #: boxes); page CRC32s let every read detect altered pages cheaply.
-PARQUET_OPTIONS = dict(
-    compression="lz4",
-    use_dictionary=["image_id", "kind"],
-    write_statistics=["image_id"],
-    row_group_size=1 << 20,
-    write_page_checksum=True,
-)
+PARQUET_OPTIONS = {
+    "compression": "lz4",
+    "use_dictionary": ["image_id", "kind"],
+    "write_statistics": ["image_id"],
+    "row_group_size": 1 << 20,
+    "write_page_checksum": True,
+}
 
 
 def write_parquet(rfs: RunFS, rel: str, table: pa.Table) -> FileEntry:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
-from priors.boxset import BoxSet
-from priors.store_errors import StoreError
-from priors.store_images import IMAGES_FILE
-from storage_schema import KINDS
+from joindet.priors.boxset import BoxSet
+from joindet.priors.store.errors import StoreError
+from joindet.priors.store.images import IMAGES_FILE
+from joindet.storage_schema import KINDS
 
 #: Coordinates within this distance outside [0, 1] are float noise and clipped at commit.
 _RANGE_TOLERANCE = 1e-4

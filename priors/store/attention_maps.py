@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from priors.store_errors import CorruptFileError, SchemaVersionError, StoreError, VersionNotFoundError
-from storage_schema import ATTENTION_LAYOUT, ATTENTION_MAX_SIDE, SCHEMA_VERSION
-from storage_schema.attention import ATTENTION_ARRAY, ATTENTION_DTYPE, ATTENTION_IDS
+from joindet.priors.store.errors import CorruptFileError, SchemaVersionError, StoreError, VersionNotFoundError
+from joindet.storage_schema import ATTENTION_LAYOUT, ATTENTION_MAX_SIDE, SCHEMA_VERSION
+from joindet.storage_schema.attention import ATTENTION_ARRAY, ATTENTION_DTYPE, ATTENTION_IDS
 
 ATTENTION_DIR = "attention"
 
@@ -34,17 +34,24 @@ class AttentionStore:
     def versions(self) -> list[int]:
         if not self.root.is_dir():
             return []
-        return sorted(int(p.name[1:5]) for p in self.root.glob("v[0-9][0-9][0-9][0-9].zarr") if (p / "zarr.json").exists())
+        return sorted(
+            int(p.name[1:5]) for p in self.root.glob("v[0-9][0-9][0-9][0-9].zarr") if (p / "zarr.json").exists()
+        )
 
-    def create(self, version: int, image_ids: np.ndarray, max_hw: tuple[int, int] = (ATTENTION_MAX_SIDE, ATTENTION_MAX_SIDE)) -> None:
+    def create(
+        self, version: int, image_ids: np.ndarray, max_hw: tuple[int, int] = (ATTENTION_MAX_SIDE, ATTENTION_MAX_SIDE)
+    ) -> None:
         """Create the arrays for ``image_ids`` (int64 [N], any order; stored sorted). Idempotent
         when called again with the same ids and size (each mining worker may call it)."""
         ids = np.unique(np.asarray(image_ids, np.int64))
         path = self.path(version)
         if (path / "zarr.json").exists():
             group = self._open(version)
-            if group.attrs.get("max_h") != max_hw[0] or group.attrs.get("max_w") != max_hw[1] or \
-                    not np.array_equal(group[ATTENTION_IDS][:], ids):
+            if (
+                group.attrs.get("max_h") != max_hw[0]
+                or group.attrs.get("max_w") != max_hw[1]
+                or not np.array_equal(group[ATTENTION_IDS][:], ids)
+            ):
                 raise StoreError(f"{path} exists with other image ids or map size; remove it or use another version")
             return
         # Built under a unique name and renamed into place, so a concurrent creator or a crash
@@ -52,11 +59,19 @@ class AttentionStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         group = zarr.open_group(str(tmp), mode="w-")
-        group.attrs.update({"schema_version": SCHEMA_VERSION, "version": version, "max_h": int(max_hw[0]),
-                            "max_w": int(max_hw[1]), "layout": ATTENTION_LAYOUT})
+        group.attrs.update(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "version": version,
+                "max_h": int(max_hw[0]),
+                "max_w": int(max_hw[1]),
+                "layout": ATTENTION_LAYOUT,
+            }
+        )
         group.create_array(ATTENTION_IDS, data=ids, chunks=(max(len(ids), 1),))
-        group.create_array(ATTENTION_ARRAY, shape=(len(ids), *max_hw), chunks=(1, *max_hw),
-                           dtype=ATTENTION_DTYPE, fill_value=np.nan)
+        group.create_array(
+            ATTENTION_ARRAY, shape=(len(ids), *max_hw), chunks=(1, *max_hw), dtype=ATTENTION_DTYPE, fill_value=np.nan
+        )
         try:
             os.rename(tmp, path)
         except OSError:
@@ -71,7 +86,9 @@ class AttentionStore:
         m = np.asarray(attention, np.float32)
         max_h, max_w = group.attrs["max_h"], group.attrs["max_w"]
         if m.ndim != 2 or m.shape[0] > max_h or m.shape[1] > max_w or 0 in m.shape:
-            raise StoreError(f"attention map of image {image_id} has shape {list(m.shape)}; expected [h, w] within {max_h} x {max_w}")
+            raise StoreError(
+                f"attention map of image {image_id} has shape {list(m.shape)}; expected [h, w] within {max_h} x {max_w}"
+            )
         if not np.isfinite(m).all():
             raise StoreError(f"attention map of image {image_id} has NaN or infinite values")
         row = self._row(group, image_id, version)
@@ -90,8 +107,13 @@ class AttentionStore:
         return block[: rows[-1] + 1, : cols[-1] + 1]
 
     @classmethod
-    def open_or_create(cls, path: str | Path, image_ids: np.ndarray, version: int,
-                       max_hw: tuple[int, int] = (ATTENTION_MAX_SIDE, ATTENTION_MAX_SIDE)) -> "AttentionMaps":
+    def open_or_create(
+        cls,
+        path: str | Path,
+        image_ids: np.ndarray,
+        version: int,
+        max_hw: tuple[int, int] = (ATTENTION_MAX_SIDE, ATTENTION_MAX_SIDE),
+    ) -> AttentionMaps:
         """The maps of one version given its ``.../attention/vNNNN.zarr`` path, created for
         ``image_ids`` if it does not exist yet (see ``create``)."""
         path = Path(path)

@@ -26,13 +26,13 @@ class RunFS:
     is_local: bool
 
     @classmethod
-    def open(cls, run_dir: str | Path) -> "RunFS":
+    def open(cls, run_dir: str | Path) -> RunFS:
         text = str(run_dir)
         if "://" in text and not text.startswith("file://"):
             fs, root = pafs.FileSystem.from_uri(text)
             return cls(fs, root.rstrip("/"), False)
         if text.startswith("file://"):
-            text = text[len("file://"):]
+            text = text[len("file://") :]
         return cls(pafs.LocalFileSystem(), os.path.abspath(text), True)
 
     def full(self, rel: str) -> str:

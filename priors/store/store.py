@@ -26,18 +26,20 @@ workers concurrently (each shard is its own files).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import threading
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from priors.boxset import BoxSet
-from priors.lock import WriterLock
-from priors.store_errors import (
+from joindet.priors.boxset import BoxSet
+from joindet.priors.store.checks import check_kinds, check_known_images, check_range
+from joindet.priors.store.errors import (
     CorruptFileError,
     RunNotFoundError,
     SchemaVersionError,
@@ -45,15 +47,13 @@ from priors.store_errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from priors.store_checks import check_kinds, check_known_images, check_range
-from priors.store_files import read_checked, to_boxset, write_parquet
-from priors.store_fs import RunFS, sha256_hex, unique_token
-from priors.store_images import IMAGES_FILE, read_images_table
-from priors.store_stats import version_stats
-from storage_schema import KINDS, FileEntry, Manifest, ShardMarker
-from storage_schema import SchemaError
-from storage_schema import SchemaVersionError as _SchemaVersion
-from storage_schema import validate_boxes_table
+from joindet.priors.store.files import read_checked, to_boxset, write_parquet
+from joindet.priors.store.fs import RunFS, sha256_hex, unique_token
+from joindet.priors.store.images import IMAGES_FILE, read_images_table
+from joindet.priors.store.lock import WriterLock
+from joindet.priors.store.stats import version_stats
+from joindet.storage_schema import KINDS, Manifest, SchemaError, ShardMarker, validate_boxes_table
+from joindet.storage_schema import SchemaVersionError as _SchemaVersion
 
 PRIORS = "priors"
 STAGING = f"{PRIORS}/_staging"
@@ -62,6 +62,11 @@ LOCK_FILE = f"{PRIORS}/.writer.lock"
 MANIFEST = "manifest.json"
 _VERSION_DIR = re.compile(r"^v(\d{4,})$")
 _MARKER = re.compile(r"^shard-(\d{5,})\.json$")
+
+#: PriorStore.shared: one store object per (process, run directory).
+_SHARED: dict[tuple[int, str], PriorStore] = {}
+_SHARED_MUTEX = threading.Lock()
+
 
 def version_dir(version: int) -> str:
     return f"{PRIORS}/v{version:04d}"
@@ -75,6 +80,22 @@ class PriorStore:
         self.rfs = RunFS.open(run_dir)
         self._lock: WriterLock | None = None
         self._lock_depth = 0
+        self._lock_mutex = threading.Lock()
+
+    @classmethod
+    def shared(cls, run_dir: str | Path) -> PriorStore:
+        """The one store object of ``run_dir`` in this process.
+
+        The writer lock is re-entrant per store object, so everything in one process that works
+        on the same run (a flow, its stages, mining threads) must share one: a second object
+        would be refused the lock its own process holds.
+        """
+        key = (os.getpid(), str(Path(run_dir).resolve()))
+        with _SHARED_MUTEX:
+            store = _SHARED.get(key)
+            if store is None:
+                store = _SHARED[key] = cls(run_dir)
+            return store
 
     def __repr__(self) -> str:
         return f"PriorStore({str(self.run_dir)!r})"
@@ -192,8 +213,9 @@ class PriorStore:
         self.rfs.mkdir(stage)
         name = f"shard-{shard_id:05d}-{unique_token()}.parquet"
         entry = write_parquet(self.rfs, f"{stage}/{name}", table)
-        marker = ShardMarker(version, shard_id, entry, {k: len(bs) for k, bs in kinds.items()},
-                             _now(), dict(meta or {}))
+        marker = ShardMarker(
+            version, shard_id, entry, {k: len(bs) for k, bs in kinds.items()}, _now(), dict(meta or {})
+        )
         old_marker = self._valid_marker(version, shard_id, check_file=False)
         self.rfs.write_atomic(f"{stage}/shard-{shard_id:05d}.json", marker.to_json().encode())
         if old_marker is not None and old_marker.file.path != name:
@@ -224,8 +246,7 @@ class PriorStore:
     def read_staged(self, version: int, kind: str) -> BoxSet:
         """The boxes of ``kind`` over every valid staged shard of ``version``, sorted by image_id."""
         check_kinds({kind: BoxSet.empty()})
-        parts = [self._read_shard(version, mk).of_kind(kind)
-                 for _, mk in sorted(self.staged_shards(version).items())]
+        parts = [self._read_shard(version, mk).of_kind(kind) for _, mk in sorted(self.staged_shards(version).items())]
         return BoxSet.concat(parts)
 
     def _valid_marker(self, version: int, shard_id: int, check_file: bool = True) -> ShardMarker | None:
@@ -252,22 +273,24 @@ class PriorStore:
 
     # ------------------------------------------------------------------ commit
     @contextlib.contextmanager
-    def lock(self) -> Iterator["PriorStore"]:
-        """Hold the run's writer lock (re-entrant within this store object)."""
+    def lock(self) -> Iterator[PriorStore]:
+        """Hold the run's writer lock (re-entrant within this store object, from any thread)."""
         if not self.rfs.is_local:
             raise StoreError(f"{self.run_dir}: the writer lock needs a local run directory")
-        if self._lock_depth == 0:
-            lock = WriterLock(self.rfs.local_path(LOCK_FILE))
-            lock.acquire()
-            self._lock = lock
-        self._lock_depth += 1
+        with self._lock_mutex:
+            if self._lock_depth == 0:
+                lock = WriterLock(self.rfs.local_path(LOCK_FILE))
+                lock.acquire()
+                self._lock = lock
+            self._lock_depth += 1
         try:
             yield self
         finally:
-            self._lock_depth -= 1
-            if self._lock_depth == 0 and self._lock is not None:
-                self._lock.release()
-                self._lock = None
+            with self._lock_mutex:
+                self._lock_depth -= 1
+                if self._lock_depth == 0 and self._lock is not None:
+                    self._lock.release()
+                    self._lock = None
 
     def commit(
         self,
@@ -311,12 +334,21 @@ class PriorStore:
             for k, bs in checked.items():
                 table = bs.with_kind(k).to_arrow()
                 files[k] = write_parquet(self.rfs, f"{vdir}/{k}-{unique_token()}.parquet", table)
-            num_images = images.num_rows if images is not None else int(
-                len(np.unique(np.concatenate([b.unique_image_ids() for b in checked.values()]))))
+            num_images = (
+                images.num_rows
+                if images is not None
+                else int(len(np.unique(np.concatenate([b.unique_image_ids() for b in checked.values()]))))
+            )
             manifest = Manifest(
-                version=version, parent=parent, created=_now(), files=files,
-                num_images=num_images, num_boxes=len(checked["smoothed"]),
-                checkpoint_digest=checkpoint_digest, config_digest=config_digest, stats=stats,
+                version=version,
+                parent=parent,
+                created=_now(),
+                files=files,
+                num_images=num_images,
+                num_boxes=len(checked["smoothed"]),
+                checkpoint_digest=checkpoint_digest,
+                config_digest=config_digest,
+                stats=stats,
             )
             self.rfs.write_atomic(f"{vdir}/{MANIFEST}", manifest.to_json().encode())
             return manifest
@@ -387,5 +419,3 @@ class PriorStore:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-

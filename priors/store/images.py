@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from priors.store_errors import CorruptFileError, RunNotFoundError
-from priors.store_fs import RunFS
-from storage_schema import SchemaError, validate_images_table
+from joindet.priors.store.errors import CorruptFileError, RunNotFoundError
+from joindet.priors.store.fs import RunFS
+from joindet.storage_schema import SchemaError, validate_images_table
 
 IMAGES_FILE = "images.parquet"
 

@@ -23,7 +23,7 @@ import socket
 import time
 from pathlib import Path
 
-from priors.store_errors import StoreLockedError
+from joindet.priors.store.errors import StoreLockedError
 
 
 def _pid_alive(pid: int) -> bool:
@@ -90,7 +90,7 @@ class WriterLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def __enter__(self) -> "WriterLock":
+    def __enter__(self) -> WriterLock:
         self.acquire()
         return self
 

@@ -1,0 +1,230 @@
+"""The run plan: what a run's schedule holds, what of it is done, and what runs next.
+
+The one owner of these rules (the flow, ``joindet runs status``, ``joindet stage run`` and the train
+stage all ask here):
+
+- **Blocks.** Epochs ``[0, schedule.epochs)`` are cut into blocks of ``schedule.update_every``
+  epochs; after every block but the last, priors version ``n`` = the block's end epoch is mined
+  with the checkpoint of epoch ``n - 1`` and smoothed against the previous version. v0 (R_0)
+  comes before the first block.
+- **Epoch -> version.** Epoch ``e`` trains on the latest committed version ``<=`` the first epoch
+  of its block.
+- **Done.** A version is done when its manifest is committed; a shard of a version when it is
+  staged with a valid checksum for the current shard plan (``mine.shards`` contiguous ranges of
+  the image index) and, when mined by the model, by the checkpoint of epoch ``n - 1`` as it is now;
+  an epoch when its checkpoint file exists.
+- **Failures.** Images a shard could not read are recorded in its marker and merged into the
+  run's quarantine by :func:`quarantine_failures` (one place, under the writer lock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from joindet.pipeline.config import ScheduleConfig
+from joindet.pipeline.model_loading import file_digest
+from joindet.pipeline.run_dir import RunDir
+
+
+@dataclass(frozen=True)
+class Block:
+    """Epochs ``[start, end)`` trained on one prior version; ``version``: mined after it (None: last block)."""
+
+    start: int
+    end: int
+    version: int | None
+
+
+def blocks(schedule: ScheduleConfig) -> list[Block]:
+    """The schedule's training blocks, in order; every block but the last is followed by a version."""
+    starts = range(0, schedule.epochs, schedule.update_every)
+    ends = [min(s + schedule.update_every, schedule.epochs) for s in starts]
+    return [Block(s, e, None if k == len(ends) - 1 else e) for k, (s, e) in enumerate(zip(starts, ends))]
+
+
+def versions(schedule: ScheduleConfig) -> list[int]:
+    """Versions the schedule commits: 0, then the end epoch of every block but the last."""
+    return [0] + [b.version for b in blocks(schedule) if b.version is not None]
+
+
+def block_start(epoch: int, update_every: int) -> int:
+    """First epoch of ``epoch``'s block."""
+    return (epoch // update_every) * update_every
+
+
+def prior_version_for_epoch(committed: Iterable[int], epoch: int, update_every: int) -> int:
+    """The latest committed version <= the first epoch of ``epoch``'s block.
+
+    Raises ValueError when no such version exists (init_priors has not committed v0).
+    """
+    start = block_start(epoch, update_every)
+    usable = [v for v in committed if v <= start]
+    if not usable:
+        raise ValueError(
+            f"no committed prior version <= {start} to train epoch {epoch} on; run init_priors first "
+            "(`joindet stage run init RUN`)"
+        )
+    return max(usable)
+
+
+def shard_ranges(image_ids: np.ndarray, num_shards: int) -> list[np.ndarray]:
+    """``num_shards`` contiguous ranges of the sorted image ids (int64; some may be empty)."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards={num_shards} must be at least 1 (mine.shards in the config)")
+    return [np.asarray(s, np.int64) for s in np.array_split(np.asarray(image_ids, np.int64), num_shards)]
+
+
+@dataclass
+class ScheduleEntry:
+    """One step of the run's schedule and how far it got.
+
+    ``state`` is ``done``, ``staged`` (partly done: some shards mined, some epochs trained) or
+    ``pending``; ``detail`` says how much (``"1 of 2 shards"``, ``"2 of 4 epochs"``).
+    """
+
+    name: str
+    state: str
+    detail: str = ""
+
+
+@dataclass
+class RunStatus:
+    """Where a run stands: its schedule entries, latest version, last checkpoint, next command."""
+
+    path: str
+    entries: list[ScheduleEntry] = field(default_factory=list)
+    latest_version: int | None = None
+    last_checkpoint: int | None = None
+    quarantined: int = 0
+    next_command: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return all(e.state == "done" for e in self.entries)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "complete": self.complete}
+
+
+class RunPlan:
+    """The schedule of one run held against its store and checkpoints.
+
+    Cheap to build; every question reads the run directory afresh (markers, manifests and
+    checkpoint names only, never prior data files).
+    """
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.schedule = run.config.schedule
+        self.blocks = blocks(self.schedule)
+        self.versions = versions(self.schedule)
+
+    # ------------------------------------------------------------------ done
+    def committed(self) -> set[int]:
+        return set(self.run.store.versions())
+
+    def last_checkpoint(self) -> int | None:
+        return self.run.last_checkpoint()
+
+    def shards(self) -> list[np.ndarray]:
+        """The current shard plan: ``mine.shards`` contiguous ranges of the image index."""
+        return shard_ranges(self.run.image_ids(), self.run.config.mine.shards)
+
+    def done_shards(self, version: int) -> set[int]:
+        """Shards of the current plan staged with a valid checksum, the image range this plan gives
+        them (a shard staged under another ``mine.shards`` is not done) and, for shards mined by the
+        model, the digest of the checkpoint of epoch ``version - 1`` as it is now (a shard mined by
+        a checkpoint that was since replaced is not done).
+        """
+        shards = self.shards()
+        ckpt = self.run.checkpoint_path(version - 1) if version > 0 else None
+        current = file_digest(ckpt) if ckpt is not None and ckpt.exists() else None
+        done = set()
+        for shard_id, marker in self.run.store.staged_shards(version).items():
+            if shard_id < len(shards):
+                ids = shards[shard_id]
+                first, last = (int(ids[0]), int(ids[-1])) if len(ids) else (None, None)
+                if (marker.meta.get("first_image_id"), marker.meta.get("last_image_id")) != (first, last):
+                    continue
+                mined_by = marker.meta.get("checkpoint_digest")
+                if mined_by is not None and current is not None and mined_by != current:
+                    continue
+                done.add(shard_id)
+        return done
+
+    def missing_shards(self, version: int, wanted: Iterable[int] | None = None) -> list[int]:
+        """Shards of ``version`` (all, or ``wanted``) not yet done, in order."""
+        num = self.run.config.mine.shards
+        wanted = list(range(num)) if wanted is None else [int(s) for s in wanted]
+        for s in wanted:
+            if not 0 <= s < num:
+                raise ValueError(f"shard {s} does not exist: version {version} has {num} shards (mine.shards)")
+        done = self.done_shards(version)
+        return [s for s in wanted if s not in done]
+
+    def block_trained(self, block: Block) -> bool:
+        last = self.last_checkpoint()
+        return last is not None and last >= block.end - 1
+
+    # ------------------------------------------------------------------ next
+    def next_version(self) -> int | None:
+        """The first version of the schedule after v0 that is not committed (None: all are)."""
+        committed = self.committed()
+        return next((v for v in self.versions[1:] if v not in committed), None)
+
+    def next_train_end(self) -> int:
+        """End epoch (exclusive) of the block the next training epoch belongs to."""
+        last = self.last_checkpoint()
+        first_todo = 0 if last is None else last + 1
+        return next((b.end for b in self.blocks if first_todo < b.end), self.schedule.epochs)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> RunStatus:
+        """Per schedule entry: done / staged / pending, plus the command that continues the run."""
+        committed = self.committed()
+        last = self.last_checkpoint()
+        num_shards = self.run.config.mine.shards
+        entries = [ScheduleEntry("init v0000", "done" if 0 in committed else "pending")]
+        for b in self.blocks:
+            trained = 0 if last is None else max(0, min(last + 1, b.end) - b.start)
+            state = "done" if trained == b.end - b.start else ("staged" if trained else "pending")
+            entries.append(
+                ScheduleEntry(f"train epochs {b.start}-{b.end - 1}", state, f"{trained} of {b.end - b.start} epochs")
+            )
+            if b.version is None:
+                break
+            name = f"v{b.version:04d}"
+            if b.version in committed:
+                entries += [ScheduleEntry(f"mine {name}", "done"), ScheduleEntry(f"smooth {name}", "done")]
+                continue
+            done = len(self.done_shards(b.version))
+            mstate = "done" if done >= num_shards else ("staged" if done else "pending")
+            entries.append(ScheduleEntry(f"mine {name}", mstate, f"{min(done, num_shards)} of {num_shards} shards"))
+            entries.append(ScheduleEntry(f"smooth {name}", "pending"))
+        status = RunStatus(
+            path=str(self.run.path),
+            entries=entries,
+            latest_version=max(committed) if committed else None,
+            last_checkpoint=last,
+            quarantined=self.run.quarantine().num_rows,
+        )
+        if not status.complete:
+            status.next_command = f"joindet flow resume {self.run.path}"
+        return status
+
+
+def quarantine_failures(run: RunDir, failed: Iterable[Iterable[Any]]) -> int:
+    """Merge ``(image_id, file, reason)`` rows of failed images into the run's quarantine.
+
+    Takes the run's writer lock (re-entrant: callers that hold it already may call this). Returns
+    the number of rows added (an image already quarantined keeps its first reason).
+    """
+    rows = [tuple(row) for row in failed]
+    if not rows:
+        return 0
+    with run.lock():
+        return run.add_quarantine(rows)
