@@ -14,6 +14,11 @@ the repeats. ``op``: the sampling op alone on the same contiguous [N, S, M, Dh] 
 ``MSDeformAttn`` computes it (channel-first projection) against the plain ``Linear`` + reference
 op, same weights and inputs.
 
+Embedding targets (``bench_embedding_steps``): the pipeline's training step, whose targets pool the
+C5 of the forward pass, against the step as it was (targets from a backbone pass of their own),
+interleaved in one run; ``backbone_passes_per_train_step`` counts the backbone's runs over the
+batch's images in one step (1 now; 2 before, in roi_align mode).
+
 The attention share is measured by recording the inputs of every deformable-attention call of
 one training step and timing the core op (forward + backward) on those inputs alone; the share is
 that sum divided by the median step time. The reference op is loaded at run time from a checkout
@@ -39,8 +44,18 @@ import torch
 import torch.nn.functional as F
 
 import joindet.detector.deform_attn as deform_attn
-from joindet.detector import MSDeformAttn, build_criterion, build_model, build_optimizer, get_preset, postprocess
+from joindet.detector import (
+    MSDeformAttn,
+    build_criterion,
+    build_embedding_target,
+    build_model,
+    build_optimizer,
+    get_preset,
+    postprocess,
+)
 from joindet.detector.transformer import encoder_reference_points
+from joindet.pipeline.stages.train_loop import TrainParts
+from joindet.pipeline.stages.train_loop import train_step as pipeline_train_step
 
 REF_FILE = "models/ops/functions/ms_deform_attn_func.py"
 REF_FUNC = "ms_deform_attn_core_pytorch"
@@ -142,6 +157,7 @@ def bench_preset(name: str, size: int, device: torch.device, reps: int, referenc
 
     step_s = _timed(train_step, device, reps)
     infer_s = _timed(inference, device, reps)
+    emb_steps = bench_embedding_steps(cfg, model, criterion, optimizer, images, pad, targets, device, reps)
 
     calls: list[tuple] = []
     original = deform_attn.ms_deform_attn
@@ -168,6 +184,7 @@ def bench_preset(name: str, size: int, device: torch.device, reps: int, referenc
         "inference_s": round(infer_s, 4),
         "attn_fwd_bwd_s": round(ours_s, 4),
         "attn_share_of_step": round(ours_s / step_s, 3),
+        **emb_steps,
     }
     if reference is not None:
         ref_s = _attn_op_time(reference, calls, device, reps)
@@ -180,6 +197,76 @@ def bench_preset(name: str, size: int, device: torch.device, reps: int, referenc
             }
         )
     return result
+
+
+def bench_embedding_steps(cfg, model, criterion, optimizer, images, pad, targets, device, reps: int) -> dict:
+    """The pipeline's training step (``train_loop.train_step``: embedding targets pooled from the
+    forward pass's C5) against the step as it was before (targets from a backbone pass of their
+    own, then the forward pass), interleaved, median of ``reps``; and how many times the backbone
+    runs over the batch's images in one step of each (a hook on the stem convolution, counting
+    calls whose input is the batch itself; crop-mode targets also run layer1-2 on their crops).
+    """
+    target = build_embedding_target(cfg)
+    amp = device.type == "cuda"
+    parts = TrainParts(
+        model=model,
+        criterion=criterion,
+        optimizer=optimizer,
+        scheduler=None,
+        scaler=torch.amp.GradScaler(device.type, enabled=amp),
+        transforms=[],
+        emb_target=target,
+        device=device,
+        amp=amp,
+        clip_max_norm=float(cfg.clip_max_norm),
+    )
+    boxes = [t["boxes"] for t in targets]
+
+    def after() -> None:
+        model.train()
+        pipeline_train_step(parts, images, pad, [dict(t) for t in targets])
+
+    def before() -> None:
+        model.train()
+        tgts = [dict(t, embs=e) for t, e in zip(targets, target(model, images, pad, boxes))]
+        with torch.autocast(device.type, enabled=amp):
+            outputs = model(images, pad)
+        total = criterion.total(criterion(outputs, tgts))
+        optimizer.zero_grad(set_to_none=True)
+        parts.scaler.scale(total).backward()
+        parts.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_max_norm)
+        parts.scaler.step(optimizer)
+        parts.scaler.update()
+
+    def passes(step: Callable[[], None]) -> int:
+        calls = []
+        stem = model.backbone.body.conv1
+        hook = stem.register_forward_hook(lambda _m, inp, _o: calls.append(inp[0].shape == images.shape))
+        try:
+            step()
+        finally:
+            hook.remove()
+        return sum(calls)
+
+    passes_before, passes_after = passes(before), passes(after)
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(reps):
+        for key, step in (("before", before), ("after", after)):
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[key].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "emb_target": cfg.emb_target,
+        "backbone_passes_per_train_step": passes_after,
+        "backbone_passes_per_train_step_before": passes_before,
+        "train_step_with_emb_before_s": round(med["before"], 4),
+        "train_step_with_emb_after_s": round(med["after"], 4),
+        "train_step_with_emb_after_over_before": round(med["after"] / med["before"], 3),
+    }
 
 
 def level_shapes(size: int, n_levels: int) -> list[tuple[int, int]]:
@@ -340,6 +427,7 @@ def main() -> None:
                 "threads": torch.get_num_threads(),
                 "reference": ref_status,
                 "loadavg_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+                "backbone_passes_per_train_step": {r["preset"]: r["backbone_passes_per_train_step"] for r in results},
                 "op_cases": op_cases,
                 "results": results,
             }

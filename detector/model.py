@@ -47,6 +47,8 @@ class JoinDetModel(nn.Module):
     - ``enc_features`` [B, h, w, d] and ``enc_valid`` [B, h, w] bool (True on real cells): encoder
       output of level ``cfg.attention_level`` (default the coarsest), for the eigen attention of
       the mining stage.
+    - ``backbone_c5`` [B, C5, h5, w5]: the backbone's C5 (stride 32 pixels) that this pass computed,
+      detached: the embedding targets pool it, so a training step runs the backbone once.
     """
 
     def __init__(self, cfg: DetectorConfig) -> None:
@@ -98,8 +100,10 @@ class JoinDetModel(nn.Module):
         mask = downsample_mask(pad_mask, tuple(c5.shape[-2:]))
         return c5.permute(0, 2, 3, 1), ~mask
 
-    def _levels(self, images: Tensor, pad_mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        feats = self.backbone(images, pad_mask)[3 - self.n_backbone_levels :]
+    def _levels(self, images: Tensor, pad_mask: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """(sources per level [B, d, h_l, w_l], padding masks per level, backbone C5 [B, C5, h5, w5])."""
+        all_feats = self.backbone(images, pad_mask)
+        feats = all_feats[3 - self.n_backbone_levels :]
         srcs = [proj(f) for proj, (f, _) in zip(self.input_proj, feats)]
         masks = [m for _, m in feats]
         last = feats[-1][0]
@@ -107,10 +111,10 @@ class JoinDetModel(nn.Module):
             src = proj(last if len(srcs) == len(feats) else srcs[-1])
             srcs.append(src)
             masks.append(downsample_mask(pad_mask, tuple(src.shape[-2:])))
-        return srcs, masks
+        return srcs, masks, all_feats[-1][0]
 
     def forward(self, images: Tensor, pad_mask: Tensor) -> dict:
-        srcs, masks = self._levels(images, pad_mask)
+        srcs, masks, c5 = self._levels(images, pad_mask)
         pos = [sine_position_encoding(m, src.shape[1]).to(src.dtype) for src, m in zip(srcs, masks)]
         hs, reference, memory, shapes, _ = self.transformer(srcs, masks, pos)
 
@@ -128,6 +132,7 @@ class JoinDetModel(nn.Module):
         h, w = shapes[level].tolist()
         out["enc_features"] = memory[:, start : start + h * w].reshape(memory.shape[0], h, w, -1)
         out["enc_valid"] = ~masks[level]
+        out["backbone_c5"] = c5.detach()
         return out
 
 

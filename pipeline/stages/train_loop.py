@@ -200,12 +200,14 @@ def train_step(
     parts: TrainParts, images: torch.Tensor, pad_mask: torch.Tensor, targets: list[dict[str, torch.Tensor]]
 ) -> tuple[dict[str, float], float]:
     """One optimisation step; returns (unweighted losses by name, weighted total) as floats."""
-    if parts.emb_target is not None:
-        embs = parts.emb_target(unwrap(parts.model), images, pad_mask, [t["boxes"] for t in targets])
-        for t, e in zip(targets, embs):
-            t["embs"] = e
     with torch.autocast(parts.device.type, enabled=parts.amp):
         outputs = parts.model(images, pad_mask)
+    if parts.emb_target is not None:
+        # Pooled from the C5 this forward pass computed: the backbone runs once per step.
+        c5 = outputs.get("backbone_c5")
+        embs = parts.emb_target(unwrap(parts.model), images, pad_mask, [t["boxes"] for t in targets], c5=c5)
+        for t, e in zip(targets, embs):
+            t["embs"] = e
     losses = parts.criterion(outputs, targets)
     total = parts.criterion.total(losses)
     if not math.isfinite(total.item()):

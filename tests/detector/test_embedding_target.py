@@ -51,3 +51,23 @@ def test_roi_align_matches_direct_pooling_of_c5(model) -> None:
     c5, _ = model.backbone_features(images, pad)
     direct = roi_align(c5.permute(0, 3, 1, 2), [torch.tensor([[32.0, 32.0, 96.0, 96.0]])], 7, 1 / 32, 2, aligned=True)
     torch.testing.assert_close(emb, direct.mean((2, 3)))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_roi_align_from_the_forward_c5_equals_a_backbone_pass(model, train: bool) -> None:
+    """The C5 the forward pass exposes gives exactly the targets of a separate backbone pass."""
+    target = build_embedding_target(get_preset("tiny"))
+    images, pad = torch.randn(2, 3, 96, 128), torch.zeros(2, 96, 128, dtype=torch.bool)
+    pad[1, :, 96:] = True
+    boxes = [torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.3, 0.3, 0.2, 0.5]]), torch.tensor([[0.4, 0.6, 0.5, 0.3]])]
+    model.train(train)
+    try:
+        with torch.no_grad():
+            c5 = model(images, pad)["backbone_c5"]
+        assert c5.shape == (2, 512, 3, 4) and not c5.requires_grad
+        shared = target(model, images, pad, boxes, c5=c5)
+        separate = target(model, images, pad, boxes)
+    finally:
+        model.eval()
+    for a, b in zip(shared, separate):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
