@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from joindet.flows.cli_options import (
     runner_options,
     set_option,
     stderr,
+    stdout_kept_for_json,
 )
 from joindet.flows.reports import format_report, numeric_leaves
 from joindet.flows.runners import RunnerChoice
@@ -113,11 +115,16 @@ def pretrain_cmd(
     extra = [f"data.root={data_root}"] if data_root else []
     extra += [f"mine.shards={shards}"] if shards else []
     cfg = make_config(preset, dataset, list(overrides) + extra)
-    path = Path(run_dir) if run_dir else default_run_dir(dataset, preset)
+    if cfg.data.root:
+        # Workers on other machines open the data root too: never a path relative to this shell.
+        cfg.data.root = os.path.abspath(cfg.data.root)
+    path = (Path(run_dir) if run_dir else default_run_dir(dataset, preset)).absolute()
     if not quiet:
         stderr(f"run directory: {path}  (mining on {choice.describe()})")
     run = RunDir.create(path, cfg, force=force)
-    _finish(execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect), as_json)
+    with stdout_kept_for_json(as_json):
+        report = execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect)
+    _finish(report, as_json)
 
 
 @flow_group.command("resume")
@@ -146,13 +153,15 @@ def resume_cmd(
     from joindet.pipeline.run_dir import RunDir
 
     choice = runner_choice(workers, dask_address, threads, no_prefect)
-    existing = RunDir.open(run_path)
+    existing = RunDir.open(Path(run_path).absolute())
     cfg = RunConfig.from_dict(existing.config.to_dict())
     apply_overrides(cfg, list(overrides))
     # Re-creating with the run's own config re-opens its dataset: a changed dataset (fingerprint)
     # or a changed config is refused unless --force says it is safe.
-    run = RunDir.create(run_path, cfg, force=force)
-    _finish(execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect), as_json)
+    run = RunDir.create(existing.path, cfg, force=force)
+    with stdout_kept_for_json(as_json):
+        report = execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect)
+    _finish(report, as_json)
 
 
 @flow_run.command("finetune")

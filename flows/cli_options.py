@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -86,6 +87,39 @@ def runner_choice(workers: int | None, dask_address: str | None, threads: int | 
             "--workers/--dask-address run mining through Prefect's Dask task runner; drop --no-prefect."
         )
     return choice
+
+
+@contextmanager
+def stdout_kept_for_json(as_json: bool) -> Iterator[None]:
+    """With ``--json``, send everything written to this process's stdout (file descriptor 1) to
+    stderr until the block ends, so that the one JSON document printed after it is alone on stdout.
+
+    Children inherit the redirection: torchrun and its workers, Dask worker processes, a
+    temporary Prefect server. Without a real descriptor (click's test runner) only Python's own
+    ``sys.stdout`` is redirected.
+    """
+    if not as_json:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        saved_stdout = sys.stdout
+        sys.stdout = sys.stderr
+        try:
+            yield
+        finally:
+            sys.stdout = saved_stdout
+        return
+    saved = os.dup(out_fd)
+    os.dup2(err_fd, out_fd)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, out_fd)
+        os.close(saved)
 
 
 def emit_json(data: Any) -> None:

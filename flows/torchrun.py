@@ -60,9 +60,19 @@ def run_torchrun(
     child_env["JOINDET_LOCK_HELD_BY"] = str(os.getpid())
     # One thread per process: G processes share the machine's cores.
     child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))
-    proc = subprocess.run(cmd, env=child_env)
+    # The workers' stdout (rank 0 prints the stage summary) goes to our stderr: stdout belongs
+    # to the command's own result (one JSON document with --json).
+    proc = subprocess.run(cmd, env=child_env, stdout=sys.stderr.fileno() if _has_fd(sys.stderr) else 2)
     if proc.returncode != 0:
         raise DistributedTrainError(
             f"torchrun training of {run_path} to epoch {end_epoch} on {nproc_per_node} processes exited with "
             f"status {proc.returncode}; see the worker output above, then rerun `joindet stage run train --run {run_path}`."
         )
+
+
+def _has_fd(stream: object) -> bool:
+    try:
+        stream.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
