@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -104,10 +106,15 @@ def test_latest_epoch_ignores_temp_and_foreign_files(tmp_path: Path) -> None:
     assert list_epochs(tmp_path) == [0, 1, 3]
     assert latest_epoch(tmp_path) == 3
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("epoch")) == [
+        "epoch-0000.json",
         "epoch-0000.pt",
+        "epoch-0001.json",
         "epoch-0001.pt",
+        "epoch-0003.json",
         "epoch-0003.pt",
     ]
+    (tmp_path / "epoch-0005.pt").write_bytes(b"an unfinished write: no marker")
+    assert latest_epoch(tmp_path) == 3
 
 
 def test_failed_write_leaves_previous_file_and_no_temp(tmp_path: Path) -> None:
@@ -125,7 +132,7 @@ def test_failed_write_leaves_previous_file_and_no_temp(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="disk full"):
         save_checkpoint(path, model=Boom(), epoch=1, config_digest="new")
     assert load_checkpoint(path)["config_digest"] == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["e.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.json", "e.pt"]
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
@@ -144,12 +151,17 @@ def test_truncated_checkpoint_is_reported(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "epoch-0000.pt", model=model, epoch=0, config_digest="d")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="epoch-0000.pt is damaged.*retrain epoch 0"):
         load_checkpoint(path)
 
 
 def test_foreign_format_refused(tmp_path: Path) -> None:
     torch.save({"model": {}, "format": 99}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="x.pt has no marker"):
+        load_checkpoint(tmp_path / "x.pt")
+    data = (tmp_path / "x.pt").read_bytes()
+    marker = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "epoch": 0}
+    (tmp_path / "x.json").write_text(json.dumps(marker))
     with pytest.raises(CheckpointError, match="format 99"):
         load_checkpoint(tmp_path / "x.pt")
 
