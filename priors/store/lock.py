@@ -1,13 +1,16 @@
 """One writer per run: ``RUN/priors/.writer.lock``.
 
 The lock file holds the owner's pid, host and start time (JSON) and is held with ``fcntl.flock``
-for as long as the writer works. The kernel drops a flock when its process dies, so a lock left
-by a killed writer is free to take; before taking it we still check its recorded owner:
+for as long as the writer works. The flock is the only truth:
 
-- no flock held and the recorded pid is dead (same host) or the file is empty -> stale, taken over;
-- flock held by another open file (another process, or another writer in this process) -> refused;
-- recorded owner on another host -> refused (we cannot tell whether it is alive); the message says
-  which host and pid hold it and to delete the file once that process is gone.
+- flock taken and the record names this host (or nothing) -> the lock is ours, whatever pid the
+  file records: the kernel drops a flock when its process dies, so a recorded owner that no longer
+  holds it is gone, even when its pid now belongs to an unrelated live process;
+- flock held by another open file (another process, or another writer in this process) -> refused,
+  naming the recorded pid and host;
+- record naming another host -> refused: where flocks are not shared between machines (some NFS
+  mounts) a free flock says nothing about that host's writer. The message says to delete the
+  file once that process is gone.
 
 The file is never unlinked on release (unlinking a flock'ed file lets two processes lock two
 different inodes); release empties it instead.
@@ -24,16 +27,6 @@ import time
 from pathlib import Path
 
 from joindet.priors.store.errors import StoreLockedError
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class WriterLock:
@@ -67,13 +60,13 @@ class WriterLock:
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise self._locked_error() from None
             raise
-        owner = self.holder()
+        # The flock is ours: a recorded owner of this host is stale (it would hold the flock if it
+        # were alive); one of another host may hold a flock this host cannot see.
         host = socket.gethostname()
-        if owner is not None and owner.get("pid") != os.getpid():
-            same_host = owner.get("host") == host
-            if not same_host or _pid_alive(int(owner.get("pid", -1))):
-                os.close(fd)
-                raise self._locked_error(owner)
+        owner = self.holder()
+        if owner is not None and owner.get("host") not in (None, host):
+            os.close(fd)
+            raise self._locked_error(owner)
         record = json.dumps({"pid": os.getpid(), "host": host, "since": time.time()}).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, record, 0)
