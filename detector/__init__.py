@@ -1,35 +1,65 @@
-"""joindet detector: Deformable DETR with the JoinDet heads. Never imports priors."""
+"""joindet detector: Deformable DETR with the JoinDet heads. Never imports priors.
 
-from joindet.detector.criterion import SetCriterion, build_criterion
-from joindet.detector.deform_attn import MSDeformAttn, ms_deform_attn
-from joindet.detector.embedding_target import EmbeddingTarget, build_embedding_target
-from joindet.detector.matcher import HungarianMatcher, build_matcher
-from joindet.detector.model import JoinDetModel, build_model
-from joindet.detector.optim import build_lr_scheduler, build_optimizer
-from joindet.detector.postprocess import postprocess
-from joindet.detector.presets import PRESETS, DetectorConfig, get_preset
-from joindet.detector.weights import LoadReport, WeightsError, load_backbone_weights, load_weights, save_weights
+Names are imported on first use (PEP 562 ``__getattr__``), so importing ``joindet.detector`` or
+one light module of it (``presets``) does not load torch.
+"""
 
-__all__ = [
-    "DetectorConfig",
-    "PRESETS",
-    "get_preset",
-    "JoinDetModel",
-    "build_model",
-    "HungarianMatcher",
-    "build_matcher",
-    "SetCriterion",
-    "build_criterion",
-    "EmbeddingTarget",
-    "build_embedding_target",
-    "build_optimizer",
-    "build_lr_scheduler",
-    "postprocess",
-    "LoadReport",
-    "WeightsError",
-    "load_backbone_weights",
-    "save_weights",
-    "load_weights",
-    "MSDeformAttn",
-    "ms_deform_attn",
-]
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+from typing import Any
+
+#: public name -> the sub-module that defines it.
+_LAZY: dict[str, str] = {
+    "DetectorConfig": "presets",
+    "PRESETS": "presets",
+    "get_preset": "presets",
+    "JoinDetModel": "model",
+    "build_model": "model",
+    "HungarianMatcher": "matcher",
+    "build_matcher": "matcher",
+    "SetCriterion": "criterion",
+    "build_criterion": "criterion",
+    "EmbeddingTarget": "embedding_target",
+    "build_embedding_target": "embedding_target",
+    "build_optimizer": "optim",
+    "build_lr_scheduler": "optim",
+    "postprocess": "postprocess",
+    "LoadReport": "weights",
+    "WeightsError": "weights",
+    "load_backbone_weights": "weights",
+    "save_weights": "weights",
+    "load_weights": "weights",
+    "MSDeformAttn": "deform_attn",
+    "ms_deform_attn": "deform_attn",
+}
+
+__all__ = sorted(_LAZY)
+
+
+class _Package(ModuleType):
+    """Keeps ``joindet.detector.postprocess`` the function when the import system binds the
+    sub-module of the same name to the package (whenever any code imports the sub-module)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "postprocess" and isinstance(value, ModuleType):
+            value = value.postprocess
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -10,7 +10,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -18,9 +18,11 @@ from rich.table import Table
 
 from joindet.flows.cli_errors import clean_errors
 from joindet.priors import PriorStore, churn, read_images_table, write_images_table
-from joindet.priors.coco_io import export_coco_results, read_coco
 from joindet.priors.store.errors import RunNotFoundError, StoreError, VersionNotFoundError
-from joindet.storage_schema import KINDS, Manifest
+from joindet.storage_schema import KINDS
+
+if TYPE_CHECKING:
+    from joindet.storage_schema import Manifest
 
 _RUN = click.argument("run_path", metavar="RUN", type=click.Path())
 _KIND_COLOURS = {"region": "cyan", "instance": "magenta", "smoothed": "green"}
@@ -253,6 +255,8 @@ def diff_cmd(run_path: str, a: int, b: int, kind: str, iou_thr: float, top: int,
 @clean_errors
 def export_cmd(run_path: str, version: int, kind: str, output: str) -> None:
     """Write a version as COCO results JSON (image_id, bbox [x, y, w, h] pixels, score, category_id 1)."""
+    from joindet.priors.coco_io import export_coco_results
+
     store = open_store(run_path)
     results = export_coco_results(store.read(version, kind), read_images_table(run_path))
     if output == "-":
@@ -275,6 +279,8 @@ def import_cmd(run_path: str, file: str, version: int, parent: int | None, force
     Boxes reaching outside their image are clipped to it; boxes with zero area after clipping or
     malformed ones are rejected; the counts are printed.
     """
+    from joindet.priors.coco_io import read_coco
+
     try:
         doc = json.loads(Path(file).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -3,34 +3,67 @@
 Entry points: :func:`open_dataset` -> :class:`Dataset` (``index()``, ``load(image_id)``,
 ``coco_ground_truth()``, ``categories()``, ``fingerprint()``); :class:`MiningTransform`,
 :class:`TrainTransform`, :func:`collate`; :func:`low_data_subset`; :func:`generate_synthetic`.
+
+Names are imported on first use (PEP 562 ``__getattr__``): the dataset registry and the
+index do not load torch (``transforms`` does), so the command line starts fast.
 """
 
-from joindet.pipeline.data.coco_json import coco_json_dataset, read_json, validate_coco
-from joindet.pipeline.data.dataset import Dataset, index_fingerprint, make_index, safe_relative
-from joindet.pipeline.data.decode import IMAGE_SUFFIXES, decode_image, header_size, read_image
-from joindet.pipeline.data.errors import AnnotationError, DatasetNotFoundError, ImageLoadError
-from joindet.pipeline.data.folders import folder_dataset, imagenet_dataset
-from joindet.pipeline.data.registry import DATASET_NAMES, cache_root, open_dataset, synthetic_dataset
-from joindet.pipeline.data.subsets import low_data_subset
-from joindet.pipeline.data.synthetic import Scene, SyntheticSpec, generate_synthetic, render_scene, scene_rng
-from joindet.pipeline.data.synthetic import categories as synthetic_categories
-from joindet.pipeline.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MiningTransform,
-    TrainTransform,
-    collate,
-    resized_shape,
-    to_tensor,
-)
-from joindet.pipeline.data.voc import VOC_CLASSES, voc_dataset
+from __future__ import annotations
 
-__all__ = [
-    "AnnotationError", "DATASET_NAMES", "Dataset", "DatasetNotFoundError", "IMAGENET_MEAN",
-    "IMAGENET_STD", "IMAGE_SUFFIXES", "ImageLoadError", "MiningTransform", "Scene", "SyntheticSpec",
-    "TrainTransform", "VOC_CLASSES", "cache_root", "coco_json_dataset", "collate", "decode_image",
-    "folder_dataset", "generate_synthetic", "header_size", "imagenet_dataset", "index_fingerprint",
-    "low_data_subset", "make_index", "open_dataset", "read_image", "read_json", "render_scene",
-    "resized_shape", "safe_relative", "scene_rng", "synthetic_categories", "synthetic_dataset",
-    "to_tensor", "validate_coco", "voc_dataset",
-]  # fmt: skip
+import importlib
+from typing import Any
+
+#: public name -> the sub-module that defines it (``synthetic_categories`` is synthetic.categories).
+_LAZY: dict[str, str] = {
+    "coco_json_dataset": "coco_json",
+    "read_json": "coco_json",
+    "validate_coco": "coco_json",
+    "Dataset": "dataset",
+    "index_fingerprint": "dataset",
+    "make_index": "dataset",
+    "safe_relative": "dataset",
+    "IMAGE_SUFFIXES": "decode",
+    "decode_image": "decode",
+    "header_size": "decode",
+    "read_image": "decode",
+    "AnnotationError": "errors",
+    "DatasetNotFoundError": "errors",
+    "ImageLoadError": "errors",
+    "folder_dataset": "folders",
+    "imagenet_dataset": "folders",
+    "DATASET_NAMES": "registry",
+    "cache_root": "registry",
+    "open_dataset": "registry",
+    "synthetic_dataset": "registry",
+    "low_data_subset": "subsets",
+    "Scene": "synthetic",
+    "SyntheticSpec": "synthetic",
+    "generate_synthetic": "synthetic",
+    "render_scene": "synthetic",
+    "scene_rng": "synthetic",
+    "IMAGENET_MEAN": "transforms",
+    "IMAGENET_STD": "transforms",
+    "MiningTransform": "transforms",
+    "TrainTransform": "transforms",
+    "collate": "transforms",
+    "resized_shape": "transforms",
+    "to_tensor": "transforms",
+    "VOC_CLASSES": "voc",
+    "voc_dataset": "voc",
+}
+_RENAMED = {"synthetic_categories": ("synthetic", "categories")}
+
+__all__ = sorted([*_LAZY, *_RENAMED])
+
+
+def __getattr__(name: str) -> Any:
+    module, attr = _RENAMED.get(name, (_LAZY.get(name), name))
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
