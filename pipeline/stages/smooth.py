@@ -28,10 +28,10 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
     cfg = run.config
     p = cfg.priors
     with run.lock():
-        if run.store.has_version(version):
-            if not force:
-                return StageResult("smooth", True, {"version": version})
-            progress.log(f"moved the committed version {version} aside to {run.store.move_aside(version)}")
+        replace = run.store.has_version(version)
+        if replace and not force:
+            return StageResult("smooth", True, {"version": version})
+        # --force: everything below is checked before the committed version is moved aside.
         earlier = [v for v in run.store.versions() if v < version]
         if not earlier:
             raise ValueError(f"smoothing version {version} needs an earlier committed version (run init_priors first)")
@@ -54,6 +54,8 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
                 f"the shards of version {version} were mined from different checkpoints (the checkpoint of epoch "
                 f"{version - 1} changed while mining); remove {run.path / 'priors' / '_staging' / f'v{version:04d}'} and mine again"
             )
+        if replace:
+            progress.log(f"moved the committed version {version} aside to {run.store.move_aside(version)}")
         t0 = time.perf_counter()
         progress.start(f"smooth v{version:04d}", None, unit="box")
         failed = shard_failures(run, version)
