@@ -9,7 +9,9 @@ staged with a valid checksum is skipped, so a crashed mine redoes only the missi
 Determinism: the same checkpoint, images, ``mine.shards``, ``mine.batch_size`` and device give
 bit-identical boxes (fixed order, fixed batches, eval mode, deterministic kernels). The batch size
 and the device change the float rounding of the network (scores differ in the last bit between
-batch sizes 1 and 4 on CPU), so both are recorded in each shard's marker.
+batch sizes 1 and 4 on CPU), so both are recorded in each shard's marker. So would torch's
+thread count: it is held at ``model_loading.INFERENCE_THREADS`` while a shard is mined, whatever
+the runner (threads, Dask processes), and the marker records it with the host and pid.
 
 ``mine_shard`` takes the run's *path* so it can be shipped to a Dask worker; it does not take the
 run's writer lock (shards are independent files written atomically, and many workers write them
@@ -26,6 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -34,9 +39,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from joindet.detector.backbone import STRIDES
+from joindet.detector.presets import DetectorConfig
 from joindet.pipeline.config import MODEL_SOURCES, SOURCE_KINDS
 from joindet.pipeline.data import ImageLoadError
-from joindet.pipeline.model_loading import checkpoint_model, file_digest, resolve_device
+from joindet.pipeline.model_loading import (
+    INFERENCE_THREADS,
+    checkpoint_model,
+    file_digest,
+    fixed_threads,
+    resolve_device,
+)
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
 from joindet.pipeline.run_dir import RunDir
 from joindet.pipeline.schedule import RunPlan, quarantine_failures
@@ -51,7 +64,7 @@ from joindet.priors import (
     region_priors,
     selective_search,
 )
-from joindet.priors.store.attention_maps import AttentionMaps, AttentionStore
+from joindet.priors.store.attention_maps import AttentionLayoutError, AttentionMaps, AttentionStore, MapWriter
 
 
 def mine(
@@ -117,9 +130,14 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
         "source": source,
         "batch_size": cfg.mine.batch_size,
         "device": str(resolve_device(cfg.mine.device)),
+        # Who mined it: a shard's boxes do not depend on it (fixed threads), but a debugger asks.
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "threads": INFERENCE_THREADS,
     }
     if source in MODEL_SOURCES:
-        kinds, failed, meta["checkpoint_digest"] = _mine_with_model(run, version, shard_id, ids, skip, progress)
+        with fixed_threads(INFERENCE_THREADS):
+            kinds, failed, meta["checkpoint_digest"] = _mine_with_model(run, version, shard_id, ids, skip, progress)
     elif source == "region0":
         r0 = run.store.read(0, "region")
         kinds = {"region": r0.select(np.isin(r0.image_ids, ids))}
@@ -167,7 +185,7 @@ def _mine_with_model(
     # foreground prediction (the "predictions" baseline).
     t = 0.0 if p.source == "predictions" else p.instance_t
     regions, instances = [], []
-    maps_out = _attention_maps(run, version) if cfg.mine.save_attention else None
+    maps_out = _attention_maps(run, version).writer(ids) if cfg.mine.save_attention else None
     progress.start(f"mine v{version:04d} shard {shard_id}", len(batches.todo()))
     with _deterministic(), torch.inference_mode():
         for batch in batches:
@@ -190,6 +208,8 @@ def _mine_with_model(
             if maps_out is not None:
                 _save_attention(maps_out, batch.image_ids, maps, valid)
             progress.advance(len(batch.image_ids))
+    if maps_out is not None:
+        maps_out.close()  # the shard's maps file(s), each written once
     kinds = {}
     if want_region:
         kinds["region"] = BoxSet.concat(regions).with_kind("region")
@@ -223,28 +243,49 @@ def _selective_search(
 def _attention_maps(run: RunDir, version: int) -> AttentionMaps:
     """The version's attention maps, created by the first shard to get here.
 
-    Workers of one version start together (threads here, processes on Dask); creating a Zarr
-    group twice at once can wipe the first, so creation is serialised by a mutex within the
-    process and an flock on ``attention/.vNNNN.create.lock`` across processes of this host.
+    Rows are grouped by the run's shard plan (one group per mining shard, so a shard's worker
+    writes its own files only), maps sized by :func:`attention_map_side`. Workers of one version
+    start together (threads here, processes on Dask); creating a Zarr group twice at once can wipe
+    the first, so creation is serialised by a mutex within the process and an flock on
+    ``attention/.vNNNN.create.lock`` across processes of this host. Maps of this (uncommitted)
+    version left by an attempt under another shard plan or map size are stale: they are replaced.
     """
     folder = Path(run.path) / "attention"
     folder.mkdir(parents=True, exist_ok=True)
+    side = attention_map_side(run.config.model)
+    groups = RunPlan(run).shards()
     with _ATTENTION_MUTEX, open(folder / f".v{version:04d}.create.lock", "a+b") as lock_file:
         fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
         try:
-            return AttentionStore.open_or_create(folder / f"v{version:04d}.zarr", run.image_ids(), version)
+            path = folder / f"v{version:04d}.zarr"
+            try:
+                return AttentionStore.open_or_create(path, run.image_ids(), version, (side, side), groups)
+            except AttentionLayoutError:
+                AttentionStore(run.path).remove(version)
+                return AttentionStore.open_or_create(path, run.image_ids(), version, (side, side), groups)
         finally:
             fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
 
 
-def _save_attention(out: AttentionMaps, image_ids: np.ndarray, maps: torch.Tensor, valid: torch.Tensor) -> None:
-    """Write each image's map M (its valid top-left h x w corner) to ``attention/vNNNN.zarr`` (float16)."""
+def attention_map_side(mcfg: DetectorConfig) -> int:
+    """Most cells on a side of the mined encoder level: images are at most ``max_size`` pixels a
+    side, padded to a multiple of the C5 stride; level ``attention_level`` has stride 8/16/32 (C3-C5)
+    or 64, 128 (the extra stride-2 levels), each rounding up."""
+    n = mcfg.num_feature_levels
+    used = list(STRIDES[3 - min(n, 3) :])
+    strides = used + [STRIDES[-1] * 2 ** (k + 1) for k in range(n - len(used))]
+    stride = strides[mcfg.attention_level % n]
+    padded = math.ceil(mcfg.max_size / STRIDES[-1]) * STRIDES[-1]
+    return math.ceil(padded / stride)
+
+
+def _save_attention(out: MapWriter, image_ids: np.ndarray, maps: torch.Tensor, valid: torch.Tensor) -> None:
+    """Buffer each image's map M (its valid top-left h x w corner) for ``attention/vNNNN.zarr`` (float16)."""
     m = maps.float().cpu().numpy()
     v = valid.cpu().numpy()
-    for i, image_id in enumerate(image_ids.tolist()):
-        h = max(int(v[i].any(axis=1).sum()), 1)
-        w = max(int(v[i].any(axis=0).sum()), 1)
-        out.write(image_id, m[i, :h, :w])
+    rows = v.any(axis=2).sum(axis=1)
+    cols = v.any(axis=1).sum(axis=1)
+    out.add(image_ids.tolist(), [m[i, : max(int(h), 1), : max(int(w), 1)] for i, (h, w) in enumerate(zip(rows, cols))])
 
 
 # ---------------------------------------------------------------------- helpers

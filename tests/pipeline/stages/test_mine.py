@@ -268,3 +268,36 @@ def test_shards_mined_by_a_replaced_checkpoint_are_mined_again(tmp_path: Path, i
     assert result.summary["shards_mined"] == [0, 1]
     markers = run.store.staged_shards(2)
     assert len({m.meta["checkpoint_digest"] for m in markers.values()}) == 1
+
+
+def test_attention_maps_one_file_per_mining_shard_and_a_new_plan_replaces_them(
+    tmp_path: Path,
+    initialised_run: RunDir,  # noqa: F811
+) -> None:
+    run = _rewrite(copy_run(initialised_run, tmp_path / "run"), "mine", save_attention=True)
+    mine(run, 2, shard_ids=[0])
+    store = AttentionStore(run.path)
+    files = lambda: sorted(p for p in (store.path(2) / "maps" / "c").rglob("*") if p.is_file())  # noqa: E731
+    assert len(files()) == 1  # shard 0's maps, in one file; shard 1 not mined yet
+    first = store.maps(2)
+    ids = run.image_ids()
+    assert first.read(int(ids[0])) is not None and first.read(int(ids[-1])) is None
+    mine(run, 2)
+    assert len(files()) == 2
+    run = _rewrite(run, "mine", shards=3)  # staged shards and maps of the 2-shard plan are stale
+    mine(run, 2)
+    assert len(files()) == 3 and store.maps(2).rows_per_file == 3
+    clean = _rewrite(copy_run(initialised_run, tmp_path / "clean"), "mine", save_attention=True, shards=3)
+    mine(clean, 2)
+    for image_id in ids.tolist():
+        np.testing.assert_array_equal(store.read(2, image_id), AttentionStore(clean.path).read(2, image_id))
+
+
+def test_attention_map_side_bounds_the_mined_level() -> None:
+    from joindet.detector import get_preset
+    from joindet.pipeline.stages.mine import attention_map_side
+
+    assert attention_map_side(tiny_config().model) == 16  # 128 px, stride 8 (the test maps are 16 x 16)
+    assert attention_map_side(get_preset("tiny")) == 24  # 192 px, stride 8
+    assert attention_map_side(get_preset("paper")) == 21  # 1333 -> 1344 px, stride 64 (4th level)
+    assert attention_map_side(get_preset("paper-single-scale")) == 42  # C5, stride 32
