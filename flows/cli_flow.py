@@ -42,8 +42,10 @@ def execute_pretrain(
     from joindet.flows.pretrain import PlainSteps, pretrain_flow
     from joindet.flows.progress_bars import RichProgress
     from joindet.pipeline.pretrain import drive_pretrain
+    from joindet.pipeline.schedule import check_resumable
 
     with run.lock():
+        check_resumable(run)  # before any stage works: damaged versions, foreign checkpoints
         if not use_prefect:
             steps = PlainSteps(RichProgress(quiet=quiet), threads=choice.thread_count(), nproc_per_node=nproc_per_node)
             return drive_pretrain(run, steps).to_dict()
@@ -121,9 +123,10 @@ def pretrain_cmd(
     path = (Path(run_dir) if run_dir else default_run_dir(dataset, preset)).absolute()
     if not quiet:
         stderr(f"run directory: {path}  (mining on {choice.describe()})")
-    run = RunDir.create(path, cfg, force=force)
-    with stdout_kept_for_json(as_json):
-        report = execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect)
+    with RunDir.writer_lock(path):  # held from before run.json is touched to the end of the flow
+        run = RunDir.create(path, cfg, force=force)
+        with stdout_kept_for_json(as_json):
+            report = execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect)
     _finish(report, as_json)
 
 
@@ -158,9 +161,10 @@ def resume_cmd(
     apply_overrides(cfg, list(overrides))
     # Re-creating with the run's own config re-opens its dataset: a changed dataset (fingerprint)
     # or a changed config is refused unless --force says it is safe.
-    run = RunDir.create(existing.path, cfg, force=force)
-    with stdout_kept_for_json(as_json):
-        report = execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect)
+    with RunDir.writer_lock(existing.path):  # held from before run.json is touched to the end of the flow
+        run = RunDir.create(existing.path, cfg, force=force)
+        with stdout_kept_for_json(as_json):
+            report = execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect)
     _finish(report, as_json)
 
 

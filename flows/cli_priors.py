@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from joindet.flows.cli_errors import clean_errors
+from joindet.flows.cli_options import VERSION, version_option
 from joindet.priors import PriorStore, churn, read_images_table, write_images_table
 from joindet.priors.store.errors import RunNotFoundError, StoreError, VersionNotFoundError
 from joindet.storage_schema import KINDS
@@ -90,7 +91,12 @@ def priors_group() -> None:
 def ls_cmd(run_path: str, as_json: bool) -> None:
     """Committed versions of RUN with counts and statistics."""
     store = open_store(run_path)
-    rows = [manifest_row(store.manifest(v)) for v in store.versions()]
+    rows: list[dict[str, Any]] = []
+    for v in store.versions():
+        try:
+            rows.append(manifest_row(store.manifest(v)))
+        except StoreError as exc:  # one damaged version is one error row, the others still list
+            rows.append({"version": v, "error": str(exc)})
     if as_json:
         click.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
@@ -112,6 +118,9 @@ def ls_cmd(run_path: str, as_json: bool) -> None:
     ):
         table.add_column(col, justify="left" if col in ("kinds (boxes)", "created") else "right")
     for r in rows:
+        if "error" in r:
+            table.add_row(f"v{r['version']:04d}", "-", f"[red]DAMAGED: {r['error']}[/]", *["-"] * 7)
+            continue
         c = r["churn"] or {}
         table.add_row(
             f"v{r['version']:04d}",
@@ -130,7 +139,7 @@ def ls_cmd(run_path: str, as_json: bool) -> None:
 
 @priors_group.command("show")
 @_RUN
-@click.option("--version", "-v", "version", type=int, default=None, help="Version (default: the latest).")
+@version_option()
 @click.option("--image", "image_id", type=int, default=None, help="Show the boxes of this image_id.")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind (default: all stored).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
@@ -205,8 +214,8 @@ def show_cmd(run_path: str, version: int | None, image_id: int | None, kind: str
 
 @priors_group.command("diff")
 @_RUN
-@click.argument("a", type=int)
-@click.argument("b", type=int)
+@click.argument("a", type=VERSION)
+@click.argument("b", type=VERSION)
 @click.option("--kind", type=click.Choice(KINDS), default="smoothed", show_default=True)
 @click.option(
     "--iou",
@@ -243,7 +252,7 @@ def diff_cmd(run_path: str, a: int, b: int, kind: str, iou_thr: float, top: int,
 
 @priors_group.command("export")
 @_RUN
-@click.option("--version", "-v", "version", type=int, required=True)
+@version_option()
 @click.option("--kind", type=click.Choice(KINDS), default="smoothed", show_default=True)
 @click.option(
     "-o",
@@ -269,7 +278,7 @@ def export_cmd(run_path: str, version: int, kind: str, output: str) -> None:
 @priors_group.command("import")
 @_RUN
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--version", "-v", "version", type=int, required=True)
+@version_option("Version to create, 4 or v0004.", required=True)
 @click.option("--parent", type=int, default=None, help="Record this version as parent (churn is computed against it).")
 @click.option("--force", is_flag=True, help="Move an existing version aside (priors/_replaced/) and import.")
 @clean_errors
@@ -331,18 +340,64 @@ def verify_cmd(run_path: str) -> None:
 
 @priors_group.command("gc")
 @_RUN
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--yes", is_flag=True, help="Remove without asking.")
 @clean_errors
-def gc_cmd(run_path: str) -> None:
-    """Remove staging, uncommitted versions and files no manifest references (keeps _replaced/)."""
-    removed = open_store(run_path).gc()
-    for p in removed:
-        click.echo(f"removed {p}")
+def gc_cmd(run_path: str, dry_run: bool, yes: bool) -> None:
+    """Remove staging, uncommitted versions and files no manifest references (keeps _replaced/).
+
+    Lists what it would remove and asks first (``--yes`` to skip the question, ``--dry-run`` to
+    only list).
+    """
+    store = open_store(run_path)
+    doomed = store.gc(dry_run=True)
+    for p in doomed:
+        click.echo(f"{'would remove' if dry_run or not yes else 'removing'} {p}")
+    if not doomed:
+        click.echo("nothing to remove")
+        return
+    if dry_run:
+        click.echo(f"{len(doomed)} paths would be removed (dry run; nothing removed)")
+        return
+    if not yes and not _confirmed(f"remove these {len(doomed)} paths?"):
+        click.echo("nothing removed")
+        raise click.exceptions.Exit(1)
+    removed = store.gc()
     click.echo(f"{len(removed)} paths removed")
+
+
+def _confirmed(question: str) -> bool:
+    try:
+        return click.confirm(question, default=False)
+    except click.exceptions.Abort:  # no terminal / end of input: the answer is no
+        return False
+
+
+@priors_group.command("restore")
+@_RUN
+@click.option("--version", "-v", "version", type=int, required=True, help="The version to put back.")
+@click.option(
+    "--from", "name", default=None, help="Which moved-aside copy (name under priors/_replaced; default newest)."
+)
+@click.option("--list", "list_only", is_flag=True, help="Only list the moved-aside copies.")
+@clean_errors
+def restore_cmd(run_path: str, version: int, name: str | None, list_only: bool) -> None:
+    """Put back a version that --force moved aside to priors/_replaced (after checking its files)."""
+    store = open_store(run_path)
+    copies = [n for v, n in store.replaced() if v == version]
+    if list_only:
+        for n in copies:
+            click.echo(n)
+        if not copies:
+            click.echo(f"no moved-aside copy of version {version}")
+        return
+    restored = store.restore(version, name)
+    click.echo(f"restored version {version} from priors/_replaced/{restored}")
 
 
 @priors_group.command("plot")
 @_RUN
-@click.option("--version", "-v", "version", type=int, default=None, help="Version (default: the latest).")
+@version_option()
 @click.option("--image", "image_id", type=int, required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
 @click.option(

@@ -42,6 +42,23 @@ def mine_with_dask(run: Any, version: int, shard_ids: list[int] | None, choice: 
     return {"version": version, "mined": todo, "reused": reused, "failed": len(failed)}
 
 
+def set_aside_for_remining(run: Any, version: int, shard_ids: list[int] | None, progress: Any) -> None:
+    """``mine --force``: check the checkpoint mining needs, then move the committed version (if
+    any) and its staged shards to ``priors/_replaced`` so that every shard is mined again
+    (``joindet priors restore`` puts a version back)."""
+    from joindet.pipeline.checkpoints import check_checkpoint
+
+    if shard_ids:
+        raise click.UsageError("mine --force re-mines every shard of the version; drop --shard")
+    if version > 0:
+        check_checkpoint(run.checkpoint_path(version - 1))
+    if run.store.has_version(version):
+        progress.log(f"moved the committed version {version} aside to {run.store.move_aside(version)}")
+    moved = run.store.move_staging_aside(version)
+    if moved is not None:
+        progress.log(f"moved the staged shards of version {version} aside to {moved}")
+
+
 def run_stage(
     run: Any,
     stage: str,
@@ -59,6 +76,7 @@ def run_stage(
 
     plan = RunPlan(run)
     with run.lock():
+        run.check_checkpoints_agree()  # before any stage works
         if stage == "init":
             return stages.init_priors(run, progress=progress, force=force).to_dict()
         if stage in ("mine", "smooth"):
@@ -69,6 +87,8 @@ def run_stage(
                 )
             if stage == "smooth":
                 return stages.smooth(run, version, progress=progress, force=force).to_dict()
+            if force:
+                set_aside_for_remining(run, version, shard_ids, progress)
             if choice.uses_dask:
                 return {"stage": "mine", "skipped": False, "summary": mine_with_dask(run, version, shard_ids, choice)}
             return stages.mine(run, version, shard_ids=shard_ids, progress=progress).to_dict()
@@ -116,7 +136,11 @@ def stage_group() -> None:
 @click.option(
     "--shard", "shards", type=click.IntRange(min=0), multiple=True, help="mine: only these shards (repeatable)."
 )
-@click.option("--force", is_flag=True, help="Redo a committed version (init, smooth); the old one is moved aside.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Redo a committed version (init, smooth) or re-mine every shard (mine); what is replaced is moved aside.",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="mine: local Dask cluster of N processes.")
 @click.option("--dask-address", default=None, metavar="tcp://HOST:PORT", help="mine: an existing Dask cluster.")
 @click.option(

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from joindet.pipeline.checkpoints import checkpoint_name, latest_epoch
+from joindet.pipeline.checkpoints import checkpoint_name, config_disagreements, latest_epoch
 from joindet.pipeline.config import RunConfig
 from joindet.pipeline.data import open_dataset
 from joindet.priors import PriorStore, RunNotFoundError, read_images_table, write_images_table
@@ -66,7 +66,13 @@ class RunDir:
         ``dataset``: an opened ``pipeline.data.Dataset``; None opens ``cfg.data`` (split
         ``cfg.data.split``). With ``force``, a changed configuration replaces run.json (the old one
         is kept beside it) as long as the dataset index is the same; a different dataset is never
-        forced onto a run with priors, because their image ids would no longer mean the same images.
+        forced onto a run with priors, because their image ids would no longer mean the same images,
+        nor a configuration that the run's checkpoints were not trained with.
+
+        Everything happens under the run's writer lock (taken before anything in the directory is
+        read for update or written): a call refused because another writer works on the run
+        changes nothing. Callers that go on writing (a flow) hold :meth:`writer_lock` around this
+        call and their work, so no other writer gets in between.
         """
         path = Path(path)
         cfg.validate()
@@ -78,7 +84,21 @@ class RunDir:
                 annotations=cfg.data.annotations,
                 class_list=cfg.data.class_list,
             )
+        with cls.writer_lock(path):
+            return cls._create_locked(path, cfg, dataset, force)
+
+    @staticmethod
+    def writer_lock(path: str | Path) -> AbstractContextManager[Any]:
+        """The writer lock of the run at ``path`` (created as an empty directory when missing),
+        re-entrant within this process; the same lock as ``RunDir.open(path).lock()``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        return PriorStore.shared(path).lock()
+
+    @classmethod
+    def _create_locked(cls, path: Path, cfg: RunConfig, dataset: Any, force: bool) -> RunDir:
         fingerprint = dataset.fingerprint()
+        _check_checkpoints_agree(path, cfg)
         if (path / RUN_JSON).exists():
             run = cls.open(path)
             problems = _differences(run, cfg, fingerprint)
@@ -215,8 +235,14 @@ class RunDir:
         return self.path / "checkpoints" / checkpoint_name(epoch)
 
     def last_checkpoint(self) -> int | None:
-        """Epoch of the newest checkpoint file, or None."""
+        """Epoch of the newest committed checkpoint (one with its marker), or None; whether the
+        file verifies is ``RunPlan.last_checkpoint``'s question."""
         return latest_epoch(self.path / "checkpoints")
+
+    def check_checkpoints_agree(self) -> None:
+        """Raise :class:`RunMismatchError` when a checkpoint was trained under another config digest
+        than run.json's (checked before any stage works, so nothing is mined from it)."""
+        _check_checkpoints_agree(self.path, self.config)
 
     def metrics_dir(self) -> Path:
         d = self.path / "metrics"
@@ -230,6 +256,18 @@ class RunDir:
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_checkpoints_agree(path: Path, cfg: RunConfig) -> None:
+    ckpt_dir = path / "checkpoints"
+    wrong = config_disagreements(ckpt_dir, cfg.digest())
+    if wrong:
+        more = f" (and {len(wrong) - 1} more checkpoints)" if len(wrong) > 1 else ""
+        raise RunMismatchError(
+            f"{ckpt_dir / checkpoint_name(wrong[0])}{more} was trained under another "
+            f"configuration than the one given (config digest differs); nothing was changed. Use the run's own "
+            f"configuration, move {ckpt_dir} aside to train again from scratch, or use a new --run-dir"
+        )
+
+
 def _differences(run: RunDir, cfg: RunConfig, fingerprint: str) -> list[str]:
     problems = []
     if run.info["config_digest"] != cfg.digest():

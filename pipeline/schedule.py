@@ -12,7 +12,8 @@ stage all ask here):
 - **Done.** A version is done when its manifest is committed; a shard of a version when it is
   staged with a valid checksum for the current shard plan (``mine.shards`` contiguous ranges of
   the image index) and, when mined by the model, by the checkpoint of epoch ``n - 1`` as it is now;
-  an epoch when its checkpoint file exists.
+  an epoch when its checkpoint file exists and matches its marker (size and sha256). A version
+  whose manifest exists but does not parse is *damaged*: reported, never counted as done.
 - **Failures.** Images a shard could not read are recorded in its marker and merged into the
   run's quarantine by :func:`quarantine_failures` (one place, under the writer lock).
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from joindet.pipeline.checkpoints import verified_epochs
 from joindet.pipeline.config import ScheduleConfig
 from joindet.pipeline.model_loading import file_digest
 from joindet.pipeline.run_dir import RunDir
@@ -82,8 +84,9 @@ def shard_ranges(image_ids: np.ndarray, num_shards: int) -> list[np.ndarray]:
 class ScheduleEntry:
     """One step of the run's schedule and how far it got.
 
-    ``state`` is ``done``, ``staged`` (partly done: some shards mined, some epochs trained) or
-    ``pending``; ``detail`` says how much (``"1 of 2 shards"``, ``"2 of 4 epochs"``).
+    ``state`` is ``done``, ``staged`` (partly done: some shards mined, some epochs trained),
+    ``pending`` or ``damaged`` (a version whose manifest does not parse); ``detail`` says how much
+    (``"1 of 2 shards"``, ``"2 of 4 epochs"``) or what is wrong.
     """
 
     name: str
@@ -101,6 +104,7 @@ class RunStatus:
     last_checkpoint: int | None = None
     quarantined: int = 0
     next_command: str | None = None
+    damaged: dict[int, str] = field(default_factory=dict)  # version -> the error reading its manifest
 
     @property
     def complete(self) -> bool:
@@ -127,8 +131,24 @@ class RunPlan:
     def committed(self) -> set[int]:
         return set(self.run.store.versions())
 
+    def damaged(self) -> dict[int, str]:
+        """Versions whose manifest exists but cannot be read: version -> the error (names the file)."""
+        out = {}
+        for v in self.run.store.versions():
+            try:
+                self.run.store.manifest(v)
+            except ValueError as exc:  # CorruptFileError / SchemaVersionError
+                out[v] = str(exc)
+        return out
+
+    def trained_epochs(self) -> list[int]:
+        """Epochs whose checkpoint exists and matches its marker (hashes each file once per process)."""
+        return verified_epochs(self.run.path / "checkpoints")
+
     def last_checkpoint(self) -> int | None:
-        return self.run.last_checkpoint()
+        """The newest epoch whose checkpoint exists and verifies, or None."""
+        epochs = self.trained_epochs()
+        return epochs[-1] if epochs else None
 
     def shards(self) -> list[np.ndarray]:
         """The current shard plan: ``mine.shards`` contiguous ranges of the image index."""
@@ -184,13 +204,17 @@ class RunPlan:
 
     # ------------------------------------------------------------------ status
     def status(self) -> RunStatus:
-        """Per schedule entry: done / staged / pending, plus the command that continues the run."""
-        committed = self.committed()
-        last = self.last_checkpoint()
+        """Per schedule entry: done / staged / pending / damaged, plus the command that continues
+        (or repairs) the run."""
+        damaged = self.damaged()
+        committed = self.committed() - set(damaged)
+        trained_list = self.trained_epochs()
+        trained_set = set(trained_list)
+        last = trained_list[-1] if trained_list else None
         num_shards = self.run.config.mine.shards
-        entries = [ScheduleEntry("init v0000", "done" if 0 in committed else "pending")]
+        entries = [_version_entry("init v0000", 0, committed, damaged)]
         for b in self.blocks:
-            trained = 0 if last is None else max(0, min(last + 1, b.end) - b.start)
+            trained = sum(1 for e in range(b.start, b.end) if e in trained_set)
             state = "done" if trained == b.end - b.start else ("staged" if trained else "pending")
             entries.append(
                 ScheduleEntry(f"train epochs {b.start}-{b.end - 1}", state, f"{trained} of {b.end - b.start} epochs")
@@ -204,17 +228,44 @@ class RunPlan:
             done = len(self.done_shards(b.version))
             mstate = "done" if done >= num_shards else ("staged" if done else "pending")
             entries.append(ScheduleEntry(f"mine {name}", mstate, f"{min(done, num_shards)} of {num_shards} shards"))
-            entries.append(ScheduleEntry(f"smooth {name}", "pending"))
+            entries.append(_version_entry(f"smooth {name}", b.version, committed, damaged))
         status = RunStatus(
             path=str(self.run.path),
             entries=entries,
             latest_version=max(committed) if committed else None,
             last_checkpoint=last,
             quarantined=self.run.quarantine().num_rows,
+            damaged=damaged,
         )
-        if not status.complete:
+        if damaged:
+            status.next_command = repair_command(self.run, min(damaged))
+        elif not status.complete:
             status.next_command = f"joindet flow resume {self.run.path}"
         return status
+
+
+def _version_entry(name: str, version: int, committed: set[int], damaged: dict[int, str]) -> ScheduleEntry:
+    if version in damaged:
+        return ScheduleEntry(name, "damaged", damaged[version])
+    return ScheduleEntry(name, "done" if version in committed else "pending")
+
+
+def repair_command(run: RunDir, version: int) -> str:
+    """The command that redoes a damaged version (its files move aside to ``priors/_replaced``)."""
+    if version == 0:
+        return f"joindet stage run init --run {run.path} --force"
+    return f"joindet stage run mine --run {run.path} --version {version} --force, then joindet flow resume {run.path}"
+
+
+def check_resumable(run: RunDir) -> None:
+    """Raise ValueError before any stage works when the run cannot be continued as it is: a
+    damaged version (the message gives the command that repairs it) or checkpoints trained under
+    another configuration than run.json's."""
+    damaged = RunPlan(run).damaged()
+    if damaged:
+        v = min(damaged)
+        raise ValueError(f"prior version {v} is damaged ({damaged[v]}); repair it with `{repair_command(run, v)}`")
+    run.check_checkpoints_agree()
 
 
 def quarantine_failures(run: RunDir, failed: Iterable[Iterable[Any]]) -> int:

@@ -62,6 +62,7 @@ LOCK_FILE = f"{PRIORS}/.writer.lock"
 MANIFEST = "manifest.json"
 _VERSION_DIR = re.compile(r"^v(\d{4,})$")
 _MARKER = re.compile(r"^shard-(\d{5,})\.json$")
+_REPLACED_DIR = re.compile(r"^v(\d{4,})-\d{8}T\d+$")
 
 #: PriorStore.shared: one store object per (process, run directory).
 _SHARED: dict[tuple[int, str], PriorStore] = {}
@@ -354,14 +355,96 @@ class PriorStore:
             return manifest
 
     def move_aside(self, version: int) -> Path:
-        """Move a committed version to ``priors/_replaced/vNNNN-<UTC time>`` (never deleted)."""
+        """Move a committed version to ``priors/_replaced/vNNNN-<UTC time>`` (never deleted).
+
+        A version whose manifest exists but is damaged moves too (that is how it is repaired).
+        """
         with self.lock():
-            self.manifest(version)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-            dst = f"{REPLACED}/v{version:04d}-{stamp}"
+            if not self.has_version(version):
+                self.manifest(version)  # raises VersionNotFoundError with the committed list
+            dst = self._replaced_name(f"v{version:04d}")
             self.rfs.mkdir(REPLACED)
             self.rfs.move(version_dir(version), dst)
             return self.rfs.local_path(dst)
+
+    def move_staging_aside(self, version: int) -> Path | None:
+        """Move the staged shards of ``version`` to ``priors/_replaced/staging-vNNNN-<UTC time>``
+        (a forced re-mine starts from none); None when nothing is staged."""
+        src = f"{STAGING}/v{version:04d}"
+        with self.lock():
+            if not self.rfs.is_dir(src):
+                return None
+            dst = self._replaced_name(f"staging-v{version:04d}")
+            self.rfs.mkdir(REPLACED)
+            self.rfs.move(src, dst)
+            return self.rfs.local_path(dst)
+
+    def replaced(self) -> list[tuple[int, str]]:
+        """Versions moved aside, ``(version, name under priors/_replaced)``, oldest first per version."""
+        out = []
+        for name in sorted(self.rfs.listdir(REPLACED)):
+            m = _REPLACED_DIR.match(name)
+            if m:
+                out.append((int(m.group(1)), name))
+        return out
+
+    def restore(self, version: int, name: str | None = None) -> str:
+        """Put a moved-aside copy of ``version`` back (``name``: which one; default the newest).
+
+        The copy must verify (manifest parses, every file matches it) and ``version`` must not be
+        committed (move the current one aside first, e.g. with ``--force``). Returns the name
+        restored. Raises ``StoreError`` naming what is wrong.
+        """
+        with self.lock():
+            copies = [n for v, n in self.replaced() if v == version]
+            if name is not None:
+                if name not in copies:
+                    raise VersionNotFoundError(
+                        f"{self.rfs.full(REPLACED)} holds no copy {name!r} of version {version} "
+                        f"(copies: {', '.join(copies) or 'none'})"
+                    )
+                copies = [name]
+            if not copies:
+                raise VersionNotFoundError(
+                    f"no moved-aside copy of version {version} in {self.rfs.full(REPLACED)}; nothing to restore"
+                )
+            chosen = copies[-1]
+            problems = self._check_version_dir(f"{REPLACED}/{chosen}", version)
+            if problems:
+                raise CorruptFileError(f"the moved-aside copy {chosen} cannot be restored: {problems[0]}")
+            if self.rfs.exists(version_dir(version)):
+                if self.has_version(version):
+                    raise VersionExistsError(
+                        f"version {version} is committed in {self.rfs.full(PRIORS)}; move it aside first "
+                        f"(`--force` on the stage that made it) or restore into a copy of the run"
+                    )
+                self.rfs.move(version_dir(version), self._replaced_name(f"uncommitted-v{version:04d}"))
+            self.rfs.move(f"{REPLACED}/{chosen}", version_dir(version))
+            return chosen
+
+    def _replaced_name(self, stem: str) -> str:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        return f"{REPLACED}/{stem}-{stamp}"
+
+    def _check_version_dir(self, vdir: str, version: int) -> list[str]:
+        """Problems of the version directory ``vdir`` (manifest parses and names ``version``; every
+        file matches its size, rows, sha256 and the boxes schema)."""
+        rel = f"{vdir}/{MANIFEST}"
+        try:
+            m = Manifest.from_json(self.rfs.read_bytes(rel).to_pybytes(), self.rfs.full(rel))
+        except (OSError, SchemaError, _SchemaVersion) as exc:
+            return [f"{self.rfs.full(rel)}: {exc}" if isinstance(exc, OSError) else str(exc)]
+        if m.version != version:
+            return [f"{self.rfs.full(rel)}: field 'version' is {m.version}, expected {version}"]
+        problems = []
+        for kind, entry in m.files.items():
+            frel = f"{vdir}/{entry.path}"
+            try:
+                table = read_checked(self.rfs, frel, entry, True)
+                validate_boxes_table(table, self.rfs.full(frel), kind)
+            except (StoreError, SchemaError) as exc:
+                problems.append(str(exc))
+        return problems
 
     # ------------------------------------------------------------------ maintenance
     def verify(self) -> list[str]:
@@ -388,33 +471,41 @@ class PriorStore:
                     problems.append(str(exc))
         return problems
 
-    def gc(self) -> list[str]:
+    def gc(self, dry_run: bool = False) -> list[str]:
         """Remove staging, uncommitted version directories and files no manifest references.
 
-        Returns the removed paths relative to the run directory. ``_replaced`` is kept.
+        Returns the paths (relative to the run directory) removed, or with ``dry_run`` those that
+        would be (nothing is touched). ``_replaced`` is kept; a damaged version is left whole.
         """
         self.require_run()
-        removed: list[str] = []
         with self.lock():
-            for name in self.rfs.listdir(STAGING):
-                self.rfs.delete_dir(f"{STAGING}/{name}")
-                removed.append(f"{STAGING}/{name}")
-            if self.rfs.is_dir(STAGING):
+            doomed = self._garbage()
+            if dry_run:
+                return doomed
+            for rel in doomed:
+                if self.rfs.is_dir(rel):
+                    self.rfs.delete_dir(rel)
+                else:
+                    self.rfs.delete_file(rel)
+            if self.rfs.is_dir(STAGING) and not self.rfs.listdir(STAGING):
                 self.rfs.delete_dir(STAGING)
-            for name in self.rfs.listdir(PRIORS):
-                if not _VERSION_DIR.match(name):
-                    continue
-                vdir = f"{PRIORS}/{name}"
-                if not self.rfs.exists(f"{vdir}/{MANIFEST}"):
-                    self.rfs.delete_dir(vdir)
-                    removed.append(vdir)
-                    continue
+        return doomed
+
+    def _garbage(self) -> list[str]:
+        out = [f"{STAGING}/{name}" for name in self.rfs.listdir(STAGING)]
+        for name in self.rfs.listdir(PRIORS):
+            if not _VERSION_DIR.match(name):
+                continue
+            vdir = f"{PRIORS}/{name}"
+            if not self.rfs.exists(f"{vdir}/{MANIFEST}"):
+                out.append(vdir)
+                continue
+            try:
                 keep = {MANIFEST, *(e.path for e in self.manifest(int(name[1:])).files.values())}
-                for f in self.rfs.listdir(vdir):
-                    if f not in keep:
-                        self.rfs.delete_file(f"{vdir}/{f}")
-                        removed.append(f"{vdir}/{f}")
-        return removed
+            except StoreError:
+                continue  # damaged: what it references is unknown, so nothing of it is garbage
+            out += [f"{vdir}/{f}" for f in self.rfs.listdir(vdir) if f not in keep]
+        return out
 
 
 def _now() -> str:

@@ -152,10 +152,14 @@ def test_errors_are_one_line(run: Path, tmp_path: Path, args: tuple[str, ...], m
     assert code == 1 and message in err and err.startswith("Error:") and err.count("\n") == 1
 
 
-def test_gc_reports_removed(run: Path) -> None:
+def test_gc_lists_asks_and_removes(run: Path) -> None:
     PriorStore(run).write_shard(20, 0, {"region": _boxes(3).with_kind("region")})
-    code, out, _ = invoke("gc", str(run))
-    assert code == 0 and "priors/_staging/v0020" in out
+    code, out, _ = invoke("gc", str(run), "--dry-run")
+    assert code == 0 and "would remove priors/_staging/v0020" in out and (run / "priors/_staging/v0020").exists()
+    code, out, _ = invoke("gc", str(run))  # no --yes, no answer on stdin: the question is declined
+    assert code == 1 and "nothing removed" in out and (run / "priors/_staging/v0020").exists()
+    code, out, _ = invoke("gc", str(run), "--yes")
+    assert code == 0 and "priors/_staging/v0020" in out and not (run / "priors/_staging").exists()
 
 
 def test_plot_with_attention(run: Path, tmp_path: Path) -> None:

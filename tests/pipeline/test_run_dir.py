@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
+from joindet.pipeline.checkpoints import save_checkpoint
 from joindet.pipeline.config import make_config
 from joindet.pipeline.data import open_dataset
 from joindet.pipeline.data.synthetic import generate_synthetic
@@ -170,8 +172,10 @@ def test_status_follows_the_schedule(tmp_path: Path, data_root: Path) -> None:
     assert status.next_command == f"joindet flow resume {run.path}" and not status.complete
     ids = run.image_ids()
     run.store.commit(0, {"smoothed": BoxSet.from_arrays(ids[:1], [[0, 0, 1, 1]])})
-    (run.path / "checkpoints").mkdir()
-    (run.path / "checkpoints" / "epoch-0000.pt").write_bytes(b"")
+    save_checkpoint(run.checkpoint_path(0), model=torch.nn.Linear(1, 1), epoch=0, config_digest=run.config.digest())
+    damaged = run.checkpoint_path(1)
+    save_checkpoint(damaged, model=torch.nn.Linear(1, 1), epoch=1, config_digest=run.config.digest())
+    damaged.write_bytes(damaged.read_bytes()[:-8] + b"xxxxxxxx")  # not counted: it does not verify
     planned = shard_ranges(run.image_ids(), 3)[1]
     meta = {"first_image_id": int(planned[0]), "last_image_id": int(planned[-1])}
     run.store.write_shard(2, 1, {"region": BoxSet.empty(), "instance": BoxSet.empty()}, meta=meta)
