@@ -52,6 +52,57 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return dev
 
 
+def worker_local_index(name: object) -> int:
+    """The index of a Dask worker among the workers of its host, from the worker's name.
+
+    A LocalCluster names its workers 0, 1, ...; ``dask worker --nworkers G --name JOB`` (what
+    dask-jobqueue starts per job) names them ``JOB-0`` ... ``JOB-{G-1}``: the trailing integer.
+    A name without one is index 0.
+    """
+    if isinstance(name, int):
+        return name
+    tail = str(name).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def worker_device(worker_index: int, visible_gpus: int) -> str:
+    """The device a worker computes on: ``cuda:<worker_index mod visible_gpus>``, ``cpu`` without GPUs.
+
+    ``visible_gpus`` counts the GPUs this worker process sees (``torch.cuda.device_count()``,
+    after ``CUDA_VISIBLE_DEVICES``). The G workers of a G-GPU host (indices 0..G-1) get G
+    different GPUs; a worker that sees a single GPU (dask-cuda pins each worker that way) uses
+    it. Callers refuse more workers than GPUs per host (:func:`check_workers_fit`), so no two
+    workers share a GPU.
+    """
+    if worker_index < 0:
+        raise ValueError(f"worker index {worker_index} must be >= 0")
+    if visible_gpus <= 0:
+        return "cpu"
+    return f"cuda:{worker_index % visible_gpus}"
+
+
+def check_workers_fit(workers_per_host: int, visible_gpus: int) -> None:
+    """Refuse more worker processes on one host than it has GPUs (none: CPU workers, any number)."""
+    if visible_gpus > 0 and workers_per_host > visible_gpus:
+        raise ValueError(
+            f"{workers_per_host} workers on a host with {visible_gpus} GPU(s) would share GPUs; "
+            f"give at most {visible_gpus} workers (one per GPU)"
+        )
+
+
+def place_worker(worker_index: int) -> torch.device:
+    """Make this process's current CUDA device the one :func:`worker_device` gives it (returned).
+
+    ``pipeline.model_loading.resolve_device("auto")`` then names that device, so mining on a
+    worker lands on its own GPU instead of ``cuda:0``.
+    """
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    dev = torch.device(worker_device(worker_index, visible))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
+
+
 def launched_by_torchrun() -> bool:
     """True when the torchrun environment variables describe more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in os.environ
@@ -105,14 +156,15 @@ def process_group(device: str = "auto") -> Iterator[DistInfo]:
     shutdown(info)
 
 
-def make_sampler(dataset: Dataset, info: DistInfo, seed: int, shuffle: bool = True) -> DistributedSampler | None:
-    """A DistributedSampler splitting ``dataset`` over ranks (``drop_last`` keeps steps equal); None alone.
+def make_sampler(dataset: Dataset, info: DistInfo, seed: int, shuffle: bool = True) -> DistributedSampler:
+    """A DistributedSampler splitting ``dataset`` over ranks (``drop_last`` keeps steps equal).
 
-    Call ``sampler.set_epoch(e)`` before each epoch so that every epoch is shuffled differently and
-    identically on every rank.
+    One process gets one too (``num_replicas=1``): the epoch's order is then the same permutation
+    the ranks of a W-process run split between them, so step k of a single process with batch
+    W x b sees the images of the W ranks' step k with batch b (same global batch, same losses up
+    to float rounding). Call ``sampler.set_epoch(e)`` before each epoch so that every epoch is
+    shuffled differently and identically on every rank.
     """
-    if not info.distributed:
-        return None
     return DistributedSampler(
         dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed, drop_last=True
     )
@@ -182,12 +234,16 @@ __all__ = [
     "all_reduce_sum",
     "barrier",
     "broadcast_object",
+    "check_workers_fit",
     "init_distributed",
     "launched_by_torchrun",
     "make_sampler",
+    "place_worker",
     "process_group",
     "resolve_device",
     "shutdown",
     "unwrap",
+    "worker_device",
+    "worker_local_index",
     "wrap_model",
 ]

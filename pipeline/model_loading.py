@@ -3,14 +3,22 @@
 Mining shards may run in Dask worker processes: each worker loads a checkpoint once and keeps
 it for every shard it is given. The cache key includes the process id (a forked child must not
 reuse its parent's tensors) and the file's size and mtime (a rewritten checkpoint is reloaded).
+
+The device and the thread count of inference are this module's too: ``resolve_device("auto")``
+names the CUDA device the process was placed on (``pipeline.distributed.place_worker``), and
+:func:`fixed_threads` holds torch's intra-op thread count at :data:`INFERENCE_THREADS` while a
+shard is computed, because CPU kernels round differently with another thread count (a Dask
+worker starts with ``OMP_NUM_THREADS=1``, a thread pool with one thread per core).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +35,45 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 _CACHE_SIZE = 2
 
 
+#: torch intra-op threads while a shard is mined (or R_0 computed): fixed, so that the same shard
+#: gives the same boxes on every runner. Parallelism comes from shards running side by side.
+INFERENCE_THREADS = 1
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; anything else is passed to torch.device."""
+    """``auto`` -> ``cuda:<current device>`` when CUDA is available, else cpu; anything else is
+    passed to torch.device. A Dask worker placed on GPU k (``pipeline.distributed.place_worker``)
+    has k as its current device, so ``auto`` mines there rather than on ``cuda:0``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
     return torch.device(name)
+
+
+_THREADS_MUTEX = threading.Lock()
+_THREADS_STATE: dict[str, int] = {"depth": 0, "saved": 0}
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int = INFERENCE_THREADS) -> Iterator[int]:
+    """Hold ``torch.set_num_threads(threads)`` for the block (yields the count).
+
+    The setting is process-wide: shards mined on several threads of one process at once share
+    it, so the first block to enter sets it and the last one to leave restores the old value.
+    """
+    with _THREADS_MUTEX:
+        if _THREADS_STATE["depth"] == 0:
+            _THREADS_STATE["saved"] = torch.get_num_threads()
+            torch.set_num_threads(threads)
+        _THREADS_STATE["depth"] += 1
+    try:
+        yield torch.get_num_threads()
+    finally:
+        with _THREADS_MUTEX:
+            _THREADS_STATE["depth"] -= 1
+            if _THREADS_STATE["depth"] == 0:
+                torch.set_num_threads(_THREADS_STATE["saved"])
 
 
 def initial_model(cfg: RunConfig, device: torch.device) -> torch.nn.Module:

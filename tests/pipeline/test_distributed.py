@@ -37,7 +37,8 @@ def test_single_process_is_the_identity(monkeypatch: pytest.MonkeyPatch) -> None
     assert info.is_main and not info.distributed
     model = torch.nn.Linear(2, 2)
     assert wrap_model(model, info) is model and unwrap(model) is model
-    assert make_sampler(list(range(5)), info, seed=0) is None  # type: ignore[arg-type]
+    sampler = make_sampler(list(range(5)), info, seed=0)  # type: ignore[arg-type]
+    assert sampler.num_replicas == 1 and sorted(sampler) == [0, 1, 2, 3, 4]
     assert all_reduce_sum(2.5, info) == 2.5
     assert all_reduce_mean_dict({"a": 1.0}, info) == {"a": 1.0}
     assert broadcast_object({"x": 1}, info) == {"x": 1}
