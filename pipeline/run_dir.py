@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from joindet.pipeline.checkpoints import checkpoint_name, config_disagreements, latest_epoch
@@ -125,7 +126,16 @@ class RunDir:
         path.mkdir(parents=True, exist_ok=True)
         index = dataset.index()
         if not (path / IMAGES_FILE).exists() or force:
-            write_images_table(path, index)
+            # Images the index shows unreadable (no header, too large) are quarantined now and
+            # left out of images.parquet; the others are found when a stage loads them.
+            unreadable = dataset.unreadable()
+            if unreadable:
+                bad = pa.array([r[0] for r in unreadable], pa.int64())
+                keep = pc.invert(pc.is_in(index.column("image_id"), value_set=bad))
+                write_images_table(path, index.filter(keep))
+                _merge_quarantine(path, _quarantine_table(unreadable))
+            else:
+                write_images_table(path, index)
         info = {
             "schema_version": SCHEMA_VERSION,
             "config": cfg.to_dict(),
@@ -200,10 +210,7 @@ class RunDir:
     # ------------------------------------------------------------------ quarantine
     def quarantine(self) -> pa.Table:
         """Images that could not be read (QUARANTINE_SCHEMA); empty when none."""
-        f = self.path / QUARANTINE_FILE
-        if not f.exists():
-            return QUARANTINE_SCHEMA.empty_table()
-        return pq.read_table(f).select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+        return _read_quarantine(self.path)
 
     def quarantined_ids(self) -> set[int]:
         return set(self.quarantine().column("image_id").to_pylist())
@@ -214,21 +221,7 @@ class RunDir:
         Callers hold the run's lock (the file is rewritten whole, atomically).
         """
         new = rows if isinstance(rows, pa.Table) else _quarantine_table(list(rows))
-        old = self.quarantine()
-        known = set(old.column("image_id").to_pylist())
-        seen: set[int] = set()
-        keep = []
-        for i, image_id in enumerate(new.column("image_id").to_pylist()):
-            if image_id not in known and image_id not in seen:
-                keep.append(i)
-                seen.add(image_id)
-        if not keep:
-            return 0
-        merged = pa.concat_tables([old, new.cast(QUARANTINE_SCHEMA).take(keep)]).sort_by("image_id")
-        tmp = self.path / f".{QUARANTINE_FILE}.{os.getpid()}.tmp"
-        pq.write_table(merged, tmp)
-        os.replace(tmp, self.path / QUARANTINE_FILE)
-        return len(keep)
+        return _merge_quarantine(self.path, new)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self, epoch: int) -> Path:
@@ -288,6 +281,33 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _read_quarantine(path: Path) -> pa.Table:
+    f = path / QUARANTINE_FILE
+    if not f.exists():
+        return QUARANTINE_SCHEMA.empty_table()
+    return pq.read_table(f).select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+
+
+def _merge_quarantine(path: Path, new: pa.Table) -> int:
+    """Add the rows of ``new`` whose image_id is not quarantined yet to ``path/quarantine.parquet``
+    (rewritten whole, atomically); returns the rows added."""
+    old = _read_quarantine(path)
+    known = set(old.column("image_id").to_pylist())
+    seen: set[int] = set()
+    keep = []
+    for i, image_id in enumerate(new.column("image_id").to_pylist()):
+        if image_id not in known and image_id not in seen:
+            keep.append(i)
+            seen.add(image_id)
+    if not keep:
+        return 0
+    merged = pa.concat_tables([old, new.cast(QUARANTINE_SCHEMA).take(keep)]).sort_by("image_id")
+    tmp = path / f".{QUARANTINE_FILE}.{os.getpid()}.tmp"
+    pq.write_table(merged, tmp)
+    os.replace(tmp, path / QUARANTINE_FILE)
+    return len(keep)
 
 
 def _quarantine_table(rows: list[tuple[int, str, str]]) -> pa.Table:

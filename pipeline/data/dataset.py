@@ -4,7 +4,9 @@ dataset has boxes) COCO ground truth.
 The index is an Arrow table with ``storage_schema.IMAGES_SCHEMA``: ``image_id`` int64 (sorted,
 unique), ``file`` (POSIX path relative to ``root``), ``width`` and ``height`` int32 in pixels of
 the image as :meth:`Dataset.load` returns it (``0`` when a header could not be read: loading such
-an image raises :class:`ImageLoadError`).
+an image raises :class:`ImageLoadError`). :meth:`Dataset.unreadable` lists the images known to be
+unreadable from the index alone (unreadable header, "too large (W x H)"), which a run quarantines
+at indexing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from joindet.pipeline.data.decode import read_image
+from joindet.pipeline.data.decode import MAX_IMAGE_PIXELS, header_problem, read_image
 from joindet.pipeline.data.errors import AnnotationError, ImageLoadError
 from joindet.storage_schema import IMAGES_SCHEMA
 
@@ -128,6 +130,23 @@ class Dataset:
 
     def __len__(self) -> int:
         return self.index().num_rows
+
+    def unreadable(self) -> list[tuple[int, str, str]]:
+        """``(image_id, file, reason)`` of the images the index shows cannot be read: no readable
+        header (size 0: missing, empty, not an image) or more than ``MAX_IMAGE_PIXELS`` pixels
+        ("too large (W x H)"). Decided from the index and file headers, never by decoding."""
+        t = self.index()
+        w = t.column("width").to_numpy().astype(np.int64)
+        h = t.column("height").to_numpy().astype(np.int64)
+        rows = np.flatnonzero((w <= 0) | (h <= 0) | (w * h > MAX_IMAGE_PIXELS))
+        if not len(rows):
+            return []
+        ids, files = t.column("image_id").to_numpy(), t.column("file")
+        out = []
+        for i in rows:
+            file = files[int(i)].as_py()
+            out.append((int(ids[i]), file, header_problem(self.root / file, int(w[i]), int(h[i])) or "unreadable"))
+        return out
 
     def image_ids(self) -> np.ndarray:
         """int64 [N] image ids, sorted."""

@@ -3,10 +3,14 @@
 Every decoded image is ``uint8 [H, W, 3]`` RGB: EXIF orientation applied (OpenCV does this for
 ``IMREAD_COLOR``), grayscale expanded to three channels, 16-bit and float images scaled to 8 bits,
 alpha dropped. Anything that cannot be decoded raises :class:`ImageLoadError` with the reason.
+An image whose header claims more than :data:`MAX_IMAGE_PIXELS` pixels (a decompression bomb, or
+a scan far beyond what a detector reads) is refused as "too large (W x H)" before any decoding.
 """
 
 from __future__ import annotations
 
+import io
+import threading
 from pathlib import Path
 
 import cv2
@@ -16,6 +20,10 @@ from joindet.pipeline.data.errors import ImageLoadError
 
 #: File name suffixes treated as images when listing folders (lower case).
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+
+#: Images with more pixels than this are refused without decoding (16384 x 16384; a 3-channel
+#: uint8 decode of it takes 768 MiB).
+MAX_IMAGE_PIXELS = 16384 * 16384
 
 _FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
 _JPEG_SOI = b"\xff\xd8"
@@ -61,6 +69,9 @@ def decode_image(
     """
     if len(data) == 0:
         raise ImageLoadError(image_id, file, "empty file (0 bytes)")
+    size = _pillow_size(io.BytesIO(data))
+    if size is not None and (problem := size_problem(*size)) is not None:
+        raise ImageLoadError(image_id, file, problem)
     if data.startswith(_JPEG_SOI) and _jpeg_truncated(data):
         raise ImageLoadError(image_id, file, "truncated JPEG (no end-of-image marker after the last scan)")
     flags = _FLAGS | (cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0)
@@ -96,23 +107,73 @@ def read_image(path: Path, image_id: int = -1, file: str | None = None, ignore_o
 _ROTATING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 
 
+def size_problem(width: int, height: int) -> str | None:
+    """``"too large (W x H)"`` when ``width * height`` exceeds :data:`MAX_IMAGE_PIXELS`, else None."""
+    if width * height > MAX_IMAGE_PIXELS:
+        return f"too large ({width} x {height}); images over {MAX_IMAGE_PIXELS} pixels are not decoded"
+    return None
+
+
+#: Pillow's bomb limit is a module global; lifting it to read a huge header is serialised.
+_BOMB_MUTEX = threading.Lock()
+
+
+def _pillow_size(source: Path | io.BytesIO, with_orientation: bool = False) -> tuple[int, ...] | None:
+    """``(width, height[, exif orientation])`` from the header (no pixels decoded), or None when
+    Pillow cannot read it. Headers beyond Pillow's decompression-bomb limit are read too (only the
+    header: the caller refuses them by :func:`size_problem`)."""
+    from PIL import Image, UnidentifiedImageError  # Pillow ships with matplotlib; only headers are read
+
+    def read() -> tuple[int, ...]:
+        with Image.open(source) as im:
+            orientation = int(im.getexif().get(0x0112, 1) or 1) if with_orientation and im.format == "JPEG" else 1
+            return (*im.size, orientation) if with_orientation else tuple(im.size)
+
+    try:
+        try:
+            return read()
+        except Image.DecompressionBombError:
+            with _BOMB_MUTEX:
+                limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    if isinstance(source, io.BytesIO):
+                        source.seek(0)
+                    return read()
+                finally:
+                    Image.MAX_IMAGE_PIXELS = limit
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
 def header_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` in pixels as :func:`read_image` will return them, from the header only.
 
     Reads the header with Pillow (no pixel decoding) and swaps the sides when the EXIF orientation
-    rotates by 90 degrees. Returns ``(0, 0)`` when the header is unreadable: such an image fails
-    later in :func:`read_image` and is quarantined then.
+    rotates by 90 degrees. Returns ``(0, 0)`` when the header is unreadable (:func:`header_problem`
+    says why); a huge size is returned as it is (:func:`size_problem` refuses it).
     """
-    from PIL import Image, UnidentifiedImageError  # Pillow ships with matplotlib; only headers are read
-
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            orientation = 1
-            if im.format == "JPEG":
-                orientation = int(im.getexif().get(0x0112, 1) or 1)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+    found = _pillow_size(Path(path), with_orientation=True)
+    if found is None:
         return (0, 0)
+    width, height, orientation = found
     if orientation in _ROTATING_ORIENTATIONS:
         return (height, width)
     return (width, height)
+
+
+def header_problem(path: Path, width: int, height: int) -> str | None:
+    """Why an image indexed with ``(width, height)`` cannot be read, without decoding it, or None.
+
+    ``(0, 0)`` (an unreadable header) is explained from the file: missing, empty, or not an image.
+    """
+    if width > 0 and height > 0:
+        return size_problem(width, height)
+    try:
+        size = Path(path).stat().st_size
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as exc:
+        return f"cannot read file ({exc.strerror or exc})"
+    if size == 0:
+        return "empty file (0 bytes)"
+    return "not a readable image (its header is not one of a known image format)"
