@@ -70,6 +70,8 @@ def check(
     boxes = "no boxes" if gt is None else f"{len(gt['annotations'])} boxes, {len(ds.categories())} categories"
     click.echo(f"{ds.name} ({split}) at {ds.root}: {len(ds)} images, {boxes}, fingerprint {ds.fingerprint()[:12]}")
     click.echo(f"decoded {len(ids) - len(bad)} of {len(ids)} images; {len(bad)} would be skipped (quarantined)")
+    if gt is not None and ds.dropped_boxes():
+        click.echo(f"dropped {ds.dropped_boxes()} ground-truth boxes with zero or negative width or height")
     for exc in bad[:20]:
         click.echo(f"  {exc.image_id}  {exc.file}: {exc.reason}")
     if len(bad) > 20:

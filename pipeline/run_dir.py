@@ -136,6 +136,7 @@ class RunDir:
                 _merge_quarantine(path, _quarantine_table(unreadable))
             else:
                 write_images_table(path, index)
+            _log_dataset(path, dataset, unreadable)
         info = {
             "schema_version": SCHEMA_VERSION,
             "config": cfg.to_dict(),
@@ -281,6 +282,19 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _log_dataset(path: Path, dataset: Any, unreadable: list[tuple[int, str, str]]) -> None:
+    """``RUN/logs/dataset.log``: what indexing left out (quarantined images, dropped boxes)."""
+    lines = [f"quarantined at indexing: image {i} ({file}): {reason}" for i, file, reason in unreadable]
+    dropped = dataset.dropped_boxes()
+    if dropped:
+        lines.append(f"dropped {dropped} ground-truth boxes with zero or negative width or height")
+    if lines:
+        stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        (path / "logs").mkdir(exist_ok=True)
+        with open(path / "logs" / "dataset.log", "a", encoding="utf-8") as f:
+            f.writelines(f"{stamp} {line}\n" for line in lines)
 
 
 def _read_quarantine(path: Path) -> pa.Table:

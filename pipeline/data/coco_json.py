@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from joindet.pipeline.data.dataset import Dataset, make_index, safe_relative
+from joindet.pipeline.data.dataset import DROPPED_KEY, Dataset, make_index, safe_relative
 from joindet.pipeline.data.decode import header_size
 from joindet.pipeline.data.errors import AnnotationError
 
@@ -137,13 +137,20 @@ def coco_index(json_path: Path, root: Path, prefix: str = "", cache_dir: Path | 
 
 
 def coco_ground_truth(json_path: Path) -> dict | None:
-    """The validated COCO dict, or None when it holds no 'annotations' key (an unlabelled set)."""
+    """The validated COCO dict, or None when it holds no 'annotations' key (an unlabelled set).
+
+    Boxes with zero or negative width or height are dropped; ``data[DROPPED_KEY]`` counts them."""
     data = validate_coco(read_json(json_path), json_path)
     if "annotations" not in data:
         return None
     data.setdefault("categories", [])
     data.setdefault("info", {})
-    for ann in data["annotations"]:
+    kept = [ann for ann in data["annotations"] if ann["bbox"][2] > 0 and ann["bbox"][3] > 0]
+    # Zero or negative width/height boxes cannot be matched or scored: dropped, and counted
+    # (``Dataset.dropped_boxes``; ``joindet data check`` and the run's logs/dataset.log say how many).
+    data[DROPPED_KEY] = len(data["annotations"]) - len(kept)
+    data["annotations"] = kept
+    for ann in kept:
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
     return data

@@ -23,6 +23,9 @@ from joindet.pipeline.data.decode import MAX_IMAGE_PIXELS, header_problem, read_
 from joindet.pipeline.data.errors import AnnotationError, ImageLoadError
 from joindet.storage_schema import IMAGES_SCHEMA
 
+#: Key of a COCO ground-truth dict counting the boxes dropped for zero or negative width/height.
+DROPPED_KEY = "joindet_dropped_boxes"
+
 
 def safe_relative(file_name: str, source: Path | str) -> str:
     """``file_name`` as a clean POSIX path relative to a data root, or an error naming ``source``.
@@ -208,6 +211,11 @@ class Dataset:
             self._gt = self._gt_fn() if self._gt_fn is not None else None
             self._gt_loaded = True
         return self._gt
+
+    def dropped_boxes(self) -> int:
+        """Ground-truth boxes left out for zero or negative width or height (0 when unlabelled)."""
+        gt = self.coco_ground_truth()
+        return int(gt.get(DROPPED_KEY, 0)) if gt else 0
 
     def categories(self) -> list[dict]:
         """COCO-style categories ``[{"id": int, "name": str, ...}]`` (empty when unlabelled)."""
