@@ -4,6 +4,7 @@ restoring whole-model weights. The only file I/O of ``detector``."""
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,29 @@ def _body_of(model_or_backbone: nn.Module) -> nn.Module:
     return module
 
 
+def _safe_load(path: str, what: str) -> object:
+    """``torch.load(path, weights_only=True)``; every failure is one :class:`WeightsError` naming
+    the file and the fix (never torch's advice to set ``weights_only=False``, which would run code
+    from the file)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"{what} {path} holds objects other than tensors and plain values; joindet reads weights only, "
+            "never code from a file. Use a plain state_dict (torch.save(model.state_dict(), ...))."
+        ) from None
+    except OSError as exc:
+        raise WeightsError(
+            f"{what} {path} cannot be read ({exc.strerror or exc}); check the path and its permissions."
+        ) from None
+    except Exception as exc:  # truncated zip, foreign format: torch raises many types
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise WeightsError(
+            f"{what} {path} is not a readable torch weights file ({type(exc).__name__}: {first[:160]}); "
+            "download it again or point at another file."
+        ) from None
+
+
 def load_backbone_weights(model_or_backbone: nn.Module, path: str | os.PathLike[str]) -> LoadReport:
     """Load ResNet weights from ``path`` into the backbone of a model (in place).
 
@@ -80,7 +104,7 @@ def load_backbone_weights(model_or_backbone: nn.Module, path: str | os.PathLike[
     path = str(path)
     if not Path(path).is_file():
         raise WeightsError(f"backbone weights file {path} does not exist; set backbone_weights to a local file.")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = _safe_load(path, "backbone weights file")
     raw = _extract_state_dict(obj, path)
     body = _body_of(model_or_backbone)
     own = body.state_dict()
@@ -119,7 +143,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Load a file written by :func:`save_weights` into ``model`` (strict: same architecture)."""
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    state = _safe_load(str(path), "weights file")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -10,8 +11,33 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Exception types whose message is already a complete, user-facing sentence.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, PermissionError, OSError)
+#: Exception types whose message is already a complete, user-facing sentence. FloatingPointError:
+#: training stopped on a non-finite loss (the message says which losses and what to change).
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    ValueError,
+    PermissionError,
+    OSError,
+    FloatingPointError,
+)
+
+
+_OS_FIXES = {
+    errno.ENOSPC: "; free space on that disk and run the same command again (finished work is kept)",
+    errno.EDQUOT: "; free space within your quota and run the same command again (finished work is kept)",
+    errno.EACCES: "; fix its permissions and run the same command again",
+    errno.EPERM: "; fix its permissions and run the same command again",
+    errno.EROFS: "; the file system is read-only: use a writable --run-dir",
+}
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line: its message (an OSError's with the file it names), never empty."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        fix = _OS_FIXES.get(exc.errno or 0, "")
+        return f"{exc.strerror}: {exc.filename}{fix}"
+    text = " ".join(str(exc).split()) if str(exc) else ""
+    return text or type(exc).__name__
 
 
 def clean_errors(func: F) -> F:
@@ -26,6 +52,6 @@ def clean_errors(func: F) -> F:
         except click.ClickException:
             raise
         except EXPECTED_ERRORS as exc:
-            raise click.ClickException(str(exc) or type(exc).__name__) from None
+            raise click.ClickException(one_line(exc)) from None
 
     return wrapper  # type: ignore[return-value]
