@@ -1,8 +1,20 @@
 """COCO JSON interoperability: export a version as COCO *results*, import COCO results/annotations.
 
 Conventions: COCO boxes are pixels ``[x, y, w, h]`` of the original image; the store holds
-normalised xyxy fractions (docs/architecture.md). Priors are class-agnostic: export writes
-``category_id`` 1, import ignores categories.
+normalised xyxy fractions (docs/architecture.md). Priors are class-agnostic; import ignores
+categories. Export comes in two forms:
+
+- *results* (``export_coco_results``): detections with ``category_id`` ``AGNOSTIC_CATEGORY_ID``
+  (0), an id that no COCO-style ground truth uses (their ids start at 1), so that the file cannot
+  be scored as if the priors predicted a real class: against the raw ground truth pycocotools
+  gives AP 0 (with ``useCats`` 1 or 0: both keep only detections of the ground truth's
+  categories), never a plausible-looking wrong figure. Evaluate class-agnostically as ``joindet
+  eval priors`` does: relabel every ground-truth annotation to category 0 (``agnostic_ground_truth``)
+  and run ``COCOeval(gt, gt.loadRes(results), "bbox")``.
+- *annotations* (``export_coco_dataset``): a COCO annotations file (images, one category
+  ``object`` with id ``OBJECT_CATEGORY_ID`` = 1, the priors as annotations with their score), to
+  train any COCO-reading detector (detectron2, mmdetection, torchvision's CocoDetection) on the
+  priors as pseudo-labels.
 
 Import rules (every dropped box is counted, never silently lost):
 
@@ -55,22 +67,80 @@ class CocoImport:
         }
 
 
+#: ``category_id`` of exported results: no ground-truth class (COCO-style ids start at 1).
+AGNOSTIC_CATEGORY_ID = 0
+#: The one category of an exported annotations file (id 0 is background to many trainers).
+OBJECT_CATEGORY_ID = 1
+
+
+def _pixel_xywh(boxset: BoxSet, images_table: pa.Table) -> np.ndarray:
+    """float64 [N, 4] pixel ``[x, y, w, h]`` of ``boxset``'s normalised xyxy boxes."""
+    _, w, h = _sizes_for(boxset.image_ids, images_table, "images table")
+    b = boxset.boxes.astype(np.float64)
+    return np.stack([b[:, 0] * w, b[:, 1] * h, (b[:, 2] - b[:, 0]) * w, (b[:, 3] - b[:, 1]) * h], axis=1)
+
+
 def export_coco_results(boxset: BoxSet, images_table: pa.Table) -> list[dict[str, Any]]:
-    """COCO results list: ``{"image_id", "bbox": [x, y, w, h] pixels, "score", "category_id": 1}``.
+    """COCO results list: ``{"image_id", "bbox": [x, y, w, h] pixels, "score", "category_id": 0}``.
 
     ``images_table`` (IMAGES_SCHEMA) gives each image's width/height; every image_id of
-    ``boxset`` must be in it.
+    ``boxset`` must be in it. ``category_id`` is ``AGNOSTIC_CATEGORY_ID``: evaluate with
+    ``useCats = 0`` (module docstring).
     """
     if not len(boxset):
         return []
-    ids, w, h = _sizes_for(boxset.image_ids, images_table, "images table")
-    b = boxset.boxes.astype(np.float64)
-    px = np.stack([b[:, 0] * w, b[:, 1] * h, (b[:, 2] - b[:, 0]) * w, (b[:, 3] - b[:, 1]) * h], axis=1)
+    px = _pixel_xywh(boxset, images_table).tolist()
     scores = boxset.scores.astype(np.float64).tolist()
     return [
-        {"image_id": i, "bbox": bb, "score": s, "category_id": 1}
-        for i, bb, s in zip(boxset.image_ids.tolist(), px.tolist(), scores)
+        {"image_id": i, "bbox": bb, "score": s, "category_id": AGNOSTIC_CATEGORY_ID}
+        for i, bb, s in zip(boxset.image_ids.tolist(), px, scores)
     ]
+
+
+def agnostic_ground_truth(gt: dict[str, Any]) -> dict[str, Any]:
+    """A copy of COCO annotations ``gt`` with every annotation in one category,
+    ``AGNOSTIC_CATEGORY_ID`` ("object"): the ground truth to score exported results against."""
+    anns = [dict(a, category_id=AGNOSTIC_CATEGORY_ID) for a in gt.get("annotations", [])]
+    cats = [{"id": AGNOSTIC_CATEGORY_ID, "name": "object", "supercategory": "object"}]
+    return dict(gt, annotations=anns, categories=cats)
+
+
+def export_coco_dataset(boxset: BoxSet, images_table: pa.Table, description: str = "") -> dict[str, Any]:
+    """COCO *annotations* dict of the priors as pseudo-labels.
+
+    ``images``: every image of ``images_table`` (``file_name`` = its ``file``, relative to the
+    dataset root), with or without priors; ``categories``: one, ``{"id": 1, "name": "object"}``;
+    ``annotations``: one per box, ``bbox`` pixels ``[x, y, w, h]``, ``area`` w * h, ``iscrowd`` 0,
+    ``category_id`` 1, and the prior's ``score`` (ignored by trainers, kept for filtering).
+    """
+    images = [
+        {"id": int(i), "file_name": str(f), "width": int(w), "height": int(h)}
+        for i, f, w, h in zip(
+            images_table.column("image_id").to_pylist(),
+            images_table.column("file").to_pylist(),
+            images_table.column("width").to_pylist(),
+            images_table.column("height").to_pylist(),
+        )
+    ]
+    px = _pixel_xywh(boxset, images_table).tolist() if len(boxset) else []
+    annotations = [
+        {
+            "id": k + 1,
+            "image_id": int(i),
+            "category_id": OBJECT_CATEGORY_ID,
+            "bbox": bb,
+            "area": bb[2] * bb[3],
+            "iscrowd": 0,
+            "score": float(s),
+        }
+        for k, (i, bb, s) in enumerate(zip(boxset.image_ids.tolist(), px, boxset.scores.tolist()))
+    ]
+    return {
+        "info": {"description": description or "joindet object priors as pseudo-labels"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": OBJECT_CATEGORY_ID, "name": "object", "supercategory": "object"}],
+    }
 
 
 def import_coco(json_obj: Any, images_table: pa.Table | None = None) -> tuple[BoxSet, pa.Table]:

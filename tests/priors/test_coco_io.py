@@ -9,7 +9,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from joindet.priors import BoxSet, StoreError
-from joindet.priors.coco_io import export_coco_results, import_coco, read_coco
+from joindet.priors.coco_io import (
+    AGNOSTIC_CATEGORY_ID,
+    agnostic_ground_truth,
+    export_coco_dataset,
+    export_coco_results,
+    import_coco,
+    read_coco,
+)
 
 
 def _images() -> pa.Table:
@@ -37,7 +44,7 @@ def _annotations(anns: list[dict]) -> dict:
 def test_export_pixels_and_category() -> None:
     bs = BoxSet.from_arrays([1, 2], [[0.1, 0.2, 0.6, 0.8], [0, 0, 1, 1]], [0.9, 0.5])
     out = export_coco_results(bs, _images())
-    assert out[0]["image_id"] == 1 and out[0]["category_id"] == 1
+    assert out[0]["image_id"] == 1 and out[0]["category_id"] == AGNOSTIC_CATEGORY_ID == 0
     np.testing.assert_allclose(out[0]["bbox"], [20, 20, 100, 60], atol=1e-4)
     np.testing.assert_allclose(out[1]["bbox"], [0, 0, 100, 50])
     assert out[0]["score"] == pytest.approx(0.9)
@@ -137,3 +144,61 @@ def test_import_never_yields_out_of_image_boxes(rows: list[tuple]) -> None:
     assert len(imp.boxes) + imp.rejected == imp.total == len(rows)
     assert np.isfinite(b).all() and (b >= 0).all() and (b <= 1).all()
     assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all() if len(b) else True
+
+
+def _coco_eval(gt: dict, results: list[dict], use_cats: int) -> float:
+    """AP of ``results`` against ``gt`` with pycocotools (the library users evaluate with)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(results), "bbox")
+        ev.params.useCats = use_cats
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return float(ev.stats[0])
+
+
+def test_exported_results_cannot_be_scored_as_a_ground_truth_class() -> None:
+    """Priors equal to the ground truth: AP 1 against the ground truth relabelled to one class
+    (the documented evaluation); against the raw ground truth AP 0 whatever useCats says, never a
+    figure that looks plausible (category 0 is no class of a COCO-style file)."""
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 20, 100, 60], "area": 6000, "iscrowd": 0},
+        {"id": 2, "image_id": 2, "category_id": 2, "bbox": [10, 5, 50, 25], "area": 1250, "iscrowd": 0},
+    ]
+    gt = _annotations(anns) | {"categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    priors = BoxSet.from_arrays([1, 2], [[0.1, 0.2, 0.6, 0.8], [0.1, 0.1, 0.6, 0.6]], [0.9, 0.8])
+    results = export_coco_results(priors, _images())
+    for use_cats in (0, 1):
+        assert _coco_eval(agnostic_ground_truth(gt), results, use_cats) == pytest.approx(1.0)
+        assert _coco_eval(gt, results, use_cats) == 0.0
+    assert gt["annotations"][1]["category_id"] == 2  # the input is not changed
+
+
+def test_export_as_dataset_is_a_coco_annotations_file(tmp_path) -> None:
+    import json
+
+    from pycocotools.coco import COCO
+
+    priors = BoxSet.from_arrays([1, 1], [[0.1, 0.2, 0.6, 0.8], [0.5, 0.5, 1, 1]], [0.9, 0.4])
+    doc = export_coco_dataset(priors, _images(), description="v0004 of a run")
+    path = tmp_path / "pseudo.json"
+    path.write_text(json.dumps(doc))
+    coco = COCO(str(path))
+    assert coco.getCatIds() == [1] and coco.loadCats(1)[0]["name"] == "object"
+    assert sorted(coco.getImgIds()) == [1, 2]  # image 2 has no prior and is still listed
+    assert coco.loadImgs(2)[0]["file_name"] == "b.jpg"
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
+    assert len(anns) == 2 and {a["category_id"] for a in anns} == {1} and {a["iscrowd"] for a in anns} == {0}
+    np.testing.assert_allclose(anns[0]["bbox"], [20, 20, 100, 60], atol=1e-4)
+    assert anns[0]["area"] == pytest.approx(6000, rel=1e-4) and anns[0]["score"] == pytest.approx(0.9)
+    back = read_coco(doc)  # and it reads back as the same boxes
+    np.testing.assert_allclose(back.boxes.boxes, priors.boxes, atol=1e-6)
