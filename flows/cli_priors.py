@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from joindet.flows.cli_errors import clean_errors
-from joindet.flows.cli_options import VERSION, version_option
+from joindet.flows.cli_types import VERSION, version_option
 from joindet.priors import PriorStore, churn, read_images_table, write_images_table
 from joindet.priors.store.errors import RunNotFoundError, StoreError, VersionNotFoundError
 from joindet.storage_schema import KINDS
@@ -259,20 +259,39 @@ def diff_cmd(run_path: str, a: int, b: int, kind: str, iou_thr: float, top: int,
     "--output",
     type=click.Path(dir_okay=False, allow_dash=True),
     required=True,
-    help="COCO results JSON to write ('-' for stdout).",
+    help="JSON file to write ('-' for stdout).",
+)
+@click.option(
+    "--as-dataset",
+    is_flag=True,
+    help="Write a COCO annotations file (images, one 'object' category, the priors as annotations) "
+    "to train any COCO reader on the priors as pseudo-labels.",
 )
 @clean_errors
-def export_cmd(run_path: str, version: int, kind: str, output: str) -> None:
-    """Write a version as COCO results JSON (image_id, bbox [x, y, w, h] pixels, score, category_id 1)."""
-    from joindet.priors.coco_io import export_coco_results
+def export_cmd(run_path: str, version: int | None, kind: str, output: str, as_dataset: bool) -> None:
+    """Write a version as COCO results JSON, or with --as-dataset as a COCO annotations file.
+
+    \b
+    Results: [{image_id, bbox [x, y, w, h] pixels, score, category_id 0}]. Category 0 is no class
+    of a COCO-style ground truth, so score them class-agnostically: relabel every ground-truth
+    annotation to category 0 (joindet.priors.coco_io.agnostic_ground_truth), then COCOeval.
+    """
+    from joindet.priors.coco_io import export_coco_dataset, export_coco_results
 
     store = open_store(run_path)
-    results = export_coco_results(store.read(version, kind), read_images_table(run_path))
+    version = pick_version(store, version)
+    boxes, images = store.read(version, kind), read_images_table(run_path)
+    if as_dataset:
+        doc: Any = export_coco_dataset(boxes, images, description=f"priors v{version:04d} ({kind}) of {run_path}")
+        what = f"{len(doc['annotations'])} boxes on {len(doc['images'])} images as COCO annotations"
+    else:
+        doc = export_coco_results(boxes, images)
+        what = f"{len(doc)} boxes as COCO results"
     if output == "-":
-        json.dump(results, sys.stdout)
+        json.dump(doc, sys.stdout)
         return
-    Path(output).write_text(json.dumps(results), encoding="utf-8")
-    click.echo(f"wrote {len(results)} boxes of v{version:04d} ({kind}) to {output}", err=True)
+    Path(output).write_text(json.dumps(doc), encoding="utf-8")
+    click.echo(f"wrote {what} of v{version:04d} ({kind}) to {output}", err=True)
 
 
 @priors_group.command("import")

@@ -84,7 +84,7 @@ def test_export_import_round_trip_and_clipping(run: Path, tmp_path: Path) -> Non
     code, _, err = invoke("export", str(run), "--version", "10", "-o", str(out))
     assert code == 0 and "wrote 12 boxes" in err
     results = json.loads(out.read_text())
-    assert all(r["category_id"] == 1 and len(r["bbox"]) == 4 for r in results)
+    assert all(r["category_id"] == 0 and len(r["bbox"]) == 4 for r in results)
     results.append({"image_id": 1, "bbox": [35, 25, 10, 10], "score": 0.5, "category_id": 1})  # clipped
     results.append({"image_id": 1, "bbox": [45, 0, 5, 5], "score": 0.5, "category_id": 1})  # outside: rejected
     out.write_text(json.dumps(results))
