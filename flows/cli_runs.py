@@ -1,4 +1,5 @@
-"""``joindet runs status RUN``: the schedule with done / staged / pending, and the next command."""
+"""``joindet runs status RUN``: the schedule with done / staged / pending / damaged, and the next
+command; ``joindet runs verify RUN``: every file of the run checked."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.table import Table
 from joindet.flows.cli_errors import clean_errors
 from joindet.flows.cli_options import emit_json
 
-_STYLE = {"done": "green", "staged": "yellow", "pending": "dim", "failed": "red"}
+_STYLE = {"done": "green", "staged": "yellow", "pending": "dim", "failed": "red", "damaged": "red"}
 
 
 def with_failure(status: dict[str, Any], failure: dict[str, Any] | None) -> dict[str, Any]:
@@ -75,3 +76,22 @@ def status_cmd(run_path: str, as_json: bool) -> None:
     console.print(status_table(status))
     for line in status_footer(status):
         console.print(line, highlight=False)
+
+
+@runs_group.command("verify")
+@click.argument("run_path", metavar="RUN", type=click.Path())
+@clean_errors
+def verify_cmd(run_path: str) -> None:
+    """Check every file of RUN: run.json, images.parquet, quarantine, every version, every checkpoint.
+
+    Exits 0 when everything verifies; else prints one BAD line per problem (naming the file) and
+    exits 1.
+    """
+    from joindet.pipeline.run_checks import verify_run
+
+    problems = verify_run(run_path)
+    if problems:
+        for p in problems:
+            click.echo(f"BAD: {p}", err=True)
+        raise click.exceptions.Exit(1)
+    click.echo(f"OK: {run_path}: run.json, images, quarantine, every prior version and checkpoint verify")
