@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
     if not 0 <= shard_id < len(shards):
         raise ValueError(f"shard {shard_id} does not exist: version {version} has {len(shards)} shards (mine.shards)")
     ids = shards[shard_id]
-    if run.store.has_version(version) or shard_id in plan.done_shards(version):
+    if run.store.has_version(version) or plan.shard_done(version, shard_id):  # its own marker only
         return ShardResult(version, shard_id, True, num_images=len(ids))
     _check_checkpoint(run, version)
     t0 = time.perf_counter()
@@ -186,10 +187,10 @@ def _mine_with_model(
     t = 0.0 if p.source == "predictions" else p.instance_t
     regions, instances = [], []
     maps_out = _attention_maps(run, version).writer(ids) if cfg.mine.save_attention else None
-    progress.start(f"mine v{version:04d} shard {shard_id}", len(batches.todo()))
-    with _deterministic(), torch.inference_mode():
-        for batch in batches:
-            out = model(batch.images.to(device), batch.pad_mask.to(device))
+
+    def post(image_ids: np.ndarray, out: dict) -> int:
+        """Attention, priors and maps of one batch's forward output (in batch order)."""
+        with torch.inference_mode():
             valid = out["enc_valid"]
             tokens = centre_tokens(out["enc_features"], valid) if p.centre_tokens else out["enc_features"]
             maps = eigen_attention(tokens, valid, tau=p.tau, eps=p.eps)
@@ -197,17 +198,29 @@ def _mine_with_model(
                 bidx, boxes, scores = region_priors(
                     maps, valid, connectivity=p.connectivity, min_cells=p.min_cells, max_boxes=p.max_region_boxes
                 )
-                regions.append(BoxSet.from_arrays(batch.image_ids[np.asarray(bidx, np.int64)], boxes, scores, "region"))
+                regions.append(BoxSet.from_arrays(image_ids[np.asarray(bidx, np.int64)], boxes, scores, "region"))
             if want_instance:
                 bidx, boxes, scores = instance_priors(
                     out["pred_logits"], out["pred_boxes"], maps, valid, t=t, min_score=cfg.priors.instance_min_score
                 )
-                instances.append(
-                    BoxSet.from_arrays(batch.image_ids[np.asarray(bidx, np.int64)], boxes, scores, "instance")
-                )
+                instances.append(BoxSet.from_arrays(image_ids[np.asarray(bidx, np.int64)], boxes, scores, "instance"))
             if maps_out is not None:
-                _save_attention(maps_out, batch.image_ids, maps, valid)
-            progress.advance(len(batch.image_ids))
+                _save_attention(maps_out, image_ids, maps, valid)
+        return len(image_ids)
+
+    progress.start(f"mine v{version:04d} shard {shard_id}", len(batches.todo()))
+    # Batch k's post-processing runs on one helper thread while batch k+1 loads and goes through
+    # the model (at most one batch in flight, results in batch order: the same boxes and maps).
+    with _deterministic(), torch.inference_mode(), ThreadPoolExecutor(1, thread_name_prefix="mine-post") as pool:
+        pending = None
+        for batch in batches:
+            out = model(batch.images.to(device), batch.pad_mask.to(device))
+            if pending is not None:
+                progress.advance(pending.result())
+            keep = ("enc_features", "enc_valid", "pred_logits", "pred_boxes")
+            pending = pool.submit(post, batch.image_ids, {k: out[k] for k in keep})
+        if pending is not None:
+            progress.advance(pending.result())
     if maps_out is not None:
         maps_out.close()  # the shard's maps file(s), each written once
     kinds = {}
