@@ -24,10 +24,12 @@ use ``d_model`` as the box head's hidden width).
 from __future__ import annotations
 
 import re
-
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from joindet.detector.presets import DetectorConfig
+
+if TYPE_CHECKING:  # the mapping only renames; importing torch is left to the callers
+    from torch import Tensor
 
 #: the export formats of this module.
 FORMATS = ("hf", "deformable-detr")
