@@ -10,6 +10,7 @@ import click
 
 from joindet.flows.cli_data import data
 from joindet.flows.cli_eval import eval_group
+from joindet.flows.cli_export import export_group
 from joindet.flows.cli_flow import flow_group
 from joindet.flows.cli_options import prefect_environment
 from joindet.flows.cli_priors import priors_group
@@ -45,6 +46,7 @@ main.add_command(eval_group)
 main.add_command(priors_group)
 main.add_command(data)
 main.add_command(report_cmd)
+main.add_command(export_group)
 
 
 if __name__ == "__main__":  # pragma: no cover
