@@ -42,11 +42,13 @@ def execute_pretrain(
     from joindet.flows.pretrain import PlainSteps, pretrain_flow
     from joindet.flows.progress_bars import RichProgress
     from joindet.pipeline.pretrain import drive_pretrain
-    from joindet.pipeline.schedule import check_resumable
+    from joindet.pipeline.schedule import RunPlan, check_resumable
 
     with run.lock():
         check_resumable(run)  # before any stage works: damaged versions, foreign checkpoints
-        if not use_prefect:
+        # A finished run (its store and checkpoints say so) is reported without starting Prefect,
+        # whose temporary server costs more than the answer; the plain steps all skip.
+        if not use_prefect or RunPlan(run).status().complete:
             steps = PlainSteps(RichProgress(quiet=quiet), threads=choice.thread_count(), nproc_per_node=nproc_per_node)
             return drive_pretrain(run, steps).to_dict()
         prefect_environment()
