@@ -6,6 +6,7 @@ import click
 
 from joindet.flows.cli_errors import clean_errors
 from joindet.flows.cli_options import emit_json
+from joindet.flows.cli_types import VERSION
 from joindet.flows.reports import numeric_leaves
 
 
@@ -36,7 +37,7 @@ def proposals_cmd(run_path: str, epoch: int | None, split: str | None, as_json: 
 @eval_group.command("priors")
 @click.argument("run_path", metavar="RUN", type=click.Path())
 @click.option(
-    "--version", "versions", type=click.IntRange(min=0), multiple=True, help="Versions (repeatable; default: all)."
+    "--version", "versions", type=VERSION, multiple=True, help="Versions, 4 or v0004 (repeatable; default: all)."
 )
 @click.option(
     "--kind",

@@ -35,9 +35,12 @@ def console() -> Console:
 
 
 def open_store(run_path: str) -> PriorStore:
-    """The store of an existing run directory (``RunNotFoundError`` otherwise)."""
+    """The store of an existing run directory (``RunNotFoundError`` for a missing path or a folder
+    that holds none of a run's files)."""
     store = PriorStore(run_path)
     store.require_run()
+    if not any(Path(run_path, name).exists() for name in ("run.json", "images.parquet", "priors")):
+        raise RunNotFoundError(f"{run_path} is not a run directory (no run.json, images.parquet or priors/ in it)")
     return store
 
 

@@ -1,4 +1,4 @@
-"""``joindet stage run {init,mine,smooth,train,evaluate} --run RUN``: one stage alone.
+"""``joindet stage run {init,mine,smooth,train,evaluate} RUN``: one stage alone.
 
 For a stage that failed or must be redone. Each holds the run's writer lock while it writes;
 ``--force`` on a committed version moves the old one aside (never deletes it).
@@ -12,6 +12,7 @@ import click
 
 from joindet.flows.cli_errors import clean_errors
 from joindet.flows.cli_options import emit_json, output_options, prefect_environment, stderr
+from joindet.flows.cli_types import run_argument, version_option
 from joindet.flows.progress_bars import RichProgress, format_summary
 from joindet.flows.runners import RunnerChoice
 
@@ -119,14 +120,8 @@ def stage_group() -> None:
 
 @stage_group.command("run")
 @click.argument("stage", type=click.Choice(STAGES))
-@click.option("--run", "run_path", required=True, type=click.Path(), help="The run directory.")
-@click.option(
-    "--version",
-    "version",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Prior version (mine, smooth, evaluate); default: the next one of the schedule.",
-)
+@run_argument
+@version_option("Prior version, 4 or v0004 (mine, smooth, evaluate); default: the next one of the schedule.")
 @click.option(
     "--epoch",
     type=click.IntRange(min=0),
@@ -161,7 +156,7 @@ def stage_run_cmd(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Run STAGE alone on a run: init, mine, smooth, train or evaluate."""
+    """Run STAGE alone on RUN: init, mine, smooth, train or evaluate."""
     from joindet.pipeline.run_dir import RunDir
 
     choice = RunnerChoice(workers=workers, dask_address=dask_address)

@@ -25,10 +25,12 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: the schedule and `runs status` read only names
+    import torch
 
 #: Bumped when the layout of the checkpoint dict changes incompatibly.
 CHECKPOINT_FORMAT = 1
@@ -118,6 +120,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of a file (a manifest's ``checkpoint_digest``, a shard's ``mined by``),
+    computed once per file version in this process; reads no tensor (no torch import)."""
+    return f"sha256:{file_sha256(path)}"
+
+
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
     """None when checkpoint ``path`` exists and matches its marker; else one sentence naming the
     file and the fix."""
@@ -167,6 +175,8 @@ def config_disagreements(ckpt_dir: str | os.PathLike, config_digest: str) -> lis
 # ---------------------------------------------------------------------------- RNG states
 def capture_rng() -> dict[str, Any]:
     """RNG states of python, numpy (legacy global), torch CPU and every CUDA device, as plain types."""
+    import torch
+
     version, py_state, gauss = random.getstate()
     np_state = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
@@ -183,6 +193,8 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     """Set the global RNGs from :func:`capture_rng` output (CUDA states only where devices match)."""
+    import torch
+
     version, py_state, gauss = state["python"]
     random.setstate((int(version), tuple(int(x) for x in py_state), gauss))
     np.random.set_state(
@@ -220,6 +232,8 @@ def save_checkpoint(
     Returns the final path. A failed write (disk full, permission denied) raises
     :class:`CheckpointError` naming the file and leaves no partial file or marker.
     """
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inner = model.module if hasattr(model, "module") else model
@@ -292,6 +306,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _torch_load(path: Path, data: bytes, map_location: str | torch.device) -> Any:
+    import torch
+
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -350,6 +366,8 @@ def load_model_state(path: str | os.PathLike, map_location: str | torch.device =
     Accepts a joindet checkpoint or a bare state dict; a DDP ``module.`` prefix is stripped. A file
     with a marker is checked against it; a run's ``checkpoints/epoch-NNNN.pt`` must have one.
     """
+    import torch
+
     path = Path(path)
     in_run = path.parent.name == "checkpoints" and _epoch_of(path) is not None
     obj = _torch_load(path, _read_verified(path, require_marker=in_run), map_location)
@@ -390,6 +408,7 @@ __all__ = [
     "checkpoint_name",
     "checkpoint_problem",
     "config_disagreements",
+    "file_digest",
     "file_sha256",
     "latest_epoch",
     "list_epochs",

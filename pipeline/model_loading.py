@@ -14,7 +14,6 @@ worker starts with ``OMP_NUM_THREADS=1``, a thread pool with one thread per core
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 import warnings
@@ -25,12 +24,12 @@ from typing import Any
 import torch
 
 from joindet.detector import build_model
+from joindet.pipeline.checkpoints import file_digest as file_digest  # re-exported: the owner is checkpoints
 from joindet.pipeline.checkpoints import load_model_state
 from joindet.pipeline.config import RunConfig
 
 _CACHE: dict[tuple[Any, ...], torch.nn.Module] = {}
 _CACHE_MUTEX = threading.Lock()
-_DIGESTS: dict[tuple[str, int, int], str] = {}
 #: models kept per process; mining needs one checkpoint at a time, evaluation perhaps a second.
 _CACHE_SIZE = 2
 
@@ -99,31 +98,9 @@ def checkpoint_model(cfg: RunConfig, checkpoint: str | Path, device: torch.devic
     return _cached(key, lambda: _build_from_checkpoint(cfg, path, device))
 
 
-def file_digest(path: str | Path) -> str:
-    """``sha256:<hex>`` of a file (the manifest's checkpoint_digest), computed once per file
-    version (path, size, mtime) in this process: every shard of a version names the same file."""
-    key = _file_key(str(path))
-    with _CACHE_MUTEX:
-        if key in _DIGESTS:
-            return _DIGESTS[key]
-    digest = _sha256(path)
-    with _CACHE_MUTEX:
-        _DIGESTS[key] = digest
-    return digest
-
-
-def _sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"
-
-
 def clear_cache() -> None:
     with _CACHE_MUTEX:
         _CACHE.clear()
-        _DIGESTS.clear()
 
 
 # ---------------------------------------------------------------------- internals

@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from joindet.pipeline.checkpoints import verified_epochs
+from joindet.pipeline.checkpoints import file_digest, verified_epochs
 from joindet.pipeline.config import ScheduleConfig
-from joindet.pipeline.model_loading import file_digest
 from joindet.pipeline.run_dir import RunDir
 
 
