@@ -88,6 +88,7 @@ class TrainConfig:
     jitter: tuple[float, float] = (0.1, 2.0)  # large-scale jittering: scale range of the target size
     max_images: int | None = None  # cap per epoch (debugging); None: the whole dataset
     device: str = "auto"  # auto: cuda when present
+    tensorboard: bool = False  # event files under RUN/tensorboard/ (pipeline/tensorboard_log.py)
 
 
 @dataclass
@@ -161,6 +162,7 @@ class RunConfig:
 RESUME_SAFE_KEYS = (
     "train.num_workers",
     "train.device",
+    "train.tensorboard",
     "mine.batch_size",
     "mine.device",
     "mine.shards",

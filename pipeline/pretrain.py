@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from joindet.pipeline.flow_state import clear_failure, step
 from joindet.pipeline.run_dir import RunDir
 from joindet.pipeline.schedule import RunPlan, quarantine_failures
+from joindet.pipeline.tensorboard_log import log_version, version_pictures
 
 
 class Steps(Protocol):
@@ -77,6 +78,9 @@ def _publish(run: RunDir, steps: Steps, report: VersionReport, evaluate: bool) -
     if evaluate:
         with step(run.path, f"evaluate v{report.version:04d}"):
             report.metrics = steps.evaluate(run, report.version) or {}
+    if run.config.train.tensorboard:
+        pictures = version_pictures(run, report.version)
+        log_version(run.path, report.version, report.statistics, report.metrics, pictures)
     steps.publish(run, report)
 
 

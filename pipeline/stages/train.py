@@ -43,6 +43,7 @@ from joindet.pipeline.stages.train_loop import (
     run_epoch,
     truncate_log,
 )
+from joindet.pipeline.tensorboard_log import log_epoch
 from joindet.pipeline.training_data import PriorTrainingSet, training_image_ids
 from joindet.priors import BoxSet
 
@@ -125,7 +126,8 @@ def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Pr
         parts.scheduler.step()
         progress.end({"epoch": epoch, "loss": stats.loss, "images_per_s": stats.images_per_s})
         if info.is_main:
-            append_log(log_path, stats.log_line(epoch, version))
+            record = stats.log_line(epoch, version)
+            append_log(log_path, record)
             save_checkpoint(
                 run.checkpoint_path(epoch),
                 model=parts.model,
@@ -137,6 +139,8 @@ def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Pr
                 config_digest=cfg.digest(),
                 extra={"world_size": info.world_size},
             )
+            if cfg.train.tensorboard:  # after the checkpoint: a resumed run logs each epoch once
+                log_epoch(run.path, record)
         _barrier(info)
     assert stats is not None
     return StageResult(
