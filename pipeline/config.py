@@ -102,6 +102,11 @@ class MineConfig:
 @dataclass
 class EvalConfig:
     top_k: int = 100
+    # Prior evaluation: a fixed random sample of the split ("all": every image), drawn once with
+    # sample_seed so every version is scored on the same images; priors=false skips it.
+    sample_images: str = "5000"
+    sample_seed: int = 0
+    priors: bool = True
 
 
 @dataclass
@@ -153,6 +158,11 @@ class RunConfig:
             raise ConfigError("schedule.epochs and schedule.update_every must be at least 1")
         if self.mine.shards < 1:
             raise ConfigError("mine.shards must be at least 1")
+        sample = str(self.eval.sample_images).strip().lower()
+        if sample != "all" and not (sample.isdigit() and int(sample) > 0):
+            raise ConfigError(
+                f"eval.sample_images={self.eval.sample_images!r}: give a positive number of images or 'all'"
+            )
         if not 0.0 < self.finetune.fraction <= 1.0:
             raise ConfigError(f"finetune.fraction={self.finetune.fraction} must lie in (0, 1]")
         return self
@@ -167,6 +177,9 @@ RESUME_SAFE_KEYS = (
     "mine.device",
     "mine.shards",
     "mine.save_attention",
+    "eval.sample_images",
+    "eval.sample_seed",
+    "eval.priors",
 )
 
 #: Run presets: the detector preset of the same name plus schedule and batch settings.

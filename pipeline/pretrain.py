@@ -87,13 +87,16 @@ def _publish(run: RunDir, steps: Steps, report: VersionReport, evaluate: bool) -
 def drive_pretrain(run: RunDir, steps: Steps, evaluate: bool | None = None) -> PretrainReport:
     """Run (or resume) the whole pretraining schedule of ``run`` with ``steps``.
 
-    ``evaluate``: evaluate each new version against ground truth (None: when the dataset has it).
+    ``evaluate``: evaluate each new version against ground truth (None: when ``eval.priors`` is
+    set and the dataset has it). It runs in line, between smoothing and the next training block:
+    on its default sample (``eval.sample_images``) it costs seconds to a minute per version at
+    COCO scale (``benchmarks/bench_scale.py``), small beside a training block.
     The caller holds the run's writer lock.
     """
     t0 = time.perf_counter()
     plan = RunPlan(run)
     if evaluate is None:
-        evaluate = has_ground_truth(run)
+        evaluate = run.config.eval.priors and has_ground_truth(run)
     report = PretrainReport(run=str(run.path))
 
     v0 = VersionReport(version=0, committed_now=0 not in plan.committed())

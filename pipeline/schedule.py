@@ -10,7 +10,7 @@ stage all ask here):
 - **Epoch -> version.** Epoch ``e`` trains on the latest committed version ``<=`` the first epoch
   of its block.
 - **Done.** A version is done when its manifest is committed; a shard of a version when it is
-  staged with a valid checksum for the current shard plan (``mine.shards`` contiguous ranges of
+  staged (its marker, no data read) for the current shard plan (``mine.shards`` contiguous ranges of
   the image index) and, when mined by the model, by the checkpoint of epoch ``n - 1`` as it is now;
   an epoch when its checkpoint file exists and matches its marker (size and sha256). A version
   whose manifest exists but does not parse is *damaged*: reported, never counted as done.
@@ -154,26 +154,43 @@ class RunPlan:
         return shard_ranges(self.run.image_ids(), self.run.config.mine.shards)
 
     def done_shards(self, version: int) -> set[int]:
-        """Shards of the current plan staged with a valid checksum, the image range this plan gives
-        them (a shard staged under another ``mine.shards`` is not done) and, for shards mined by the
-        model, the digest of the checkpoint of epoch ``version - 1`` as it is now (a shard mined by
-        a checkpoint that was since replaced is not done).
+        """Shards of the current plan staged (marker parses, data file of the marker's size), for
+        the image range this plan gives them (a shard staged under another ``mine.shards`` is not
+        done) and, for shards mined by the model, by the checkpoint of epoch ``version - 1`` as it
+        is now (a shard mined by a checkpoint that was since replaced is not done).
+
+        Reads every marker once and stats its file; never reads shard data (checked when smooth
+        reads it), so planning N shards costs O(N).
         """
         shards = self.shards()
+        current = self._mining_checkpoint_digest(version)
+        return {
+            shard_id
+            for shard_id, marker in self.run.store.staged_shards(version).items()
+            if self._marker_done(marker, shards, current)
+        }
+
+    def shard_done(self, version: int, shard_id: int) -> bool:
+        """``shard_id in done_shards(version)`` from that shard's own marker alone (what a mining
+        task asks before it mines: O(1) in the number of shards)."""
+        marker = self.run.store.staged_marker(version, shard_id)
+        return marker is not None and self._marker_done(marker, self.shards(), self._mining_checkpoint_digest(version))
+
+    def _mining_checkpoint_digest(self, version: int) -> str | None:
+        """Digest of the checkpoint of epoch ``version - 1`` as it is now (None: none; cached per file)."""
         ckpt = self.run.checkpoint_path(version - 1) if version > 0 else None
-        current = file_digest(ckpt) if ckpt is not None and ckpt.exists() else None
-        done = set()
-        for shard_id, marker in self.run.store.staged_shards(version).items():
-            if shard_id < len(shards):
-                ids = shards[shard_id]
-                first, last = (int(ids[0]), int(ids[-1])) if len(ids) else (None, None)
-                if (marker.meta.get("first_image_id"), marker.meta.get("last_image_id")) != (first, last):
-                    continue
-                mined_by = marker.meta.get("checkpoint_digest")
-                if mined_by is not None and current is not None and mined_by != current:
-                    continue
-                done.add(shard_id)
-        return done
+        return file_digest(ckpt) if ckpt is not None and ckpt.exists() else None
+
+    @staticmethod
+    def _marker_done(marker: Any, shards: list[np.ndarray], current: str | None) -> bool:
+        if marker.shard_id >= len(shards):
+            return False
+        ids = shards[marker.shard_id]
+        first, last = (int(ids[0]), int(ids[-1])) if len(ids) else (None, None)
+        if (marker.meta.get("first_image_id"), marker.meta.get("last_image_id")) != (first, last):
+            return False
+        mined_by = marker.meta.get("checkpoint_digest")
+        return mined_by is None or current is None or mined_by == current
 
     def missing_shards(self, version: int, wanted: Iterable[int] | None = None) -> list[int]:
         """Shards of ``version`` (all, or ``wanted``) not yet done, in order."""

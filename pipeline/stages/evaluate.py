@@ -3,10 +3,15 @@
 Both are scored with pycocotools' COCOeval on bounding boxes with ``useCats = 0`` (every
 category counts as one "object" class) and ``maxDets = [1, 10, 100]``, reported like the paper's
 Table 4: AP, AP50, AP75 (at 100 detections), AR@1, AR@10, AR@100. A metric COCOeval cannot define
-(no ground-truth box at all) is reported as None.
+(no ground-truth box at all) is reported as None. The per-image matching is computed in numpy by
+``coco_eval`` (pycocotools' rules, same records) and accumulated by COCOeval itself.
 
 - ``evaluate_priors``: the boxes of each committed version (kind ``smoothed`` by default) against
-  the ground truth of the run's own split (priors are mined on the training images).
+  the ground truth of the run's own split (priors are mined on the training images), on a fixed
+  random sample of its images (``eval.sample_images``, 5000 by default, ``all`` for every image;
+  drawn from the run's pinned index with ``eval.sample_seed``, so every version is scored on the
+  same images; quarantined images are left out). The sample (seed, ids) is recorded in
+  ``RUN/metrics/priors-sample.json``.
 - ``evaluate_proposals``: the top-``eval.top_k`` foreground boxes of a checkpoint on the
   ``data.eval_split`` images against their ground truth.
 
@@ -15,8 +20,6 @@ Results are also written under ``RUN/metrics/`` as JSON.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from pathlib import Path
@@ -25,13 +28,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from joindet.detector import postprocess
 from joindet.pipeline.model_loading import checkpoint_model, resolve_device
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
 from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.stages.coco_eval import GroundTruth, coco_params, evaluate_images, summarize
 from joindet.pipeline.stages.image_batches import ImageBatches
 from joindet.priors import BoxSet
 
@@ -47,28 +49,71 @@ def evaluate_priors(
 ) -> dict[str, dict[str, dict[str, float | None]]]:
     """Metrics per version and kind: ``{"v0000": {"smoothed": {"AP": ..., ...}}}``.
 
-    ``versions`` None: every committed version. Writes ``RUN/metrics/priors.json`` (merged with
-    what is already there). Raises ValueError when the run's dataset has no ground-truth boxes.
+    ``versions`` None: every committed version. Scored on the run's prior-evaluation sample
+    (``prior_sample``; quarantined images left out). Writes ``RUN/metrics/priors.json`` (merged
+    with what is already there) and ``RUN/metrics/priors-sample.json`` (seed, sample ids, images
+    scored per version). Raises ValueError when the run's dataset has no ground-truth boxes.
     """
     dataset = run.dataset()
     gt = _ground_truth(dataset, "the run's split")
     images = run.images()
-    img_ids = np.setdiff1d(images.column("image_id").to_numpy(), np.asarray(sorted(run.quarantined_ids()), np.int64))
+    sample = prior_sample(run)
+    quarantined = np.asarray(sorted(run.quarantined_ids()), np.int64)
+    img_ids = np.setdiff1d(sample, quarantined)
+    truth = GroundTruth.from_coco(gt, img_ids)
+    params = coco_params(img_ids)
     versions = run.store.versions() if versions is None else list(versions)
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for v in versions:
         manifest = run.store.manifest(v)
         out[f"v{v:04d}"] = {
-            k: coco_metrics(gt, detections_array(run.store.read(v, k), images), img_ids)
+            k: _metrics(truth, detections_array(boxes_of_images(run.store.read(v, k), img_ids), images), params)
             for k in kinds
             if k in manifest.files
         }
-    path = run.metrics_dir() / "priors.json"
-    merged = json.loads(path.read_text()) if path.exists() else {}
+    metrics = run.metrics_dir()
+    merged = json.loads((metrics / "priors.json").read_text()) if (metrics / "priors.json").exists() else {}
     for key, per_kind in out.items():
         merged.setdefault(key, {}).update(per_kind)
-    _write_json(path, merged)
+    _write_json(metrics / "priors.json", merged)
+    _record_sample(metrics / "priors-sample.json", run, sample, {key: int(len(img_ids)) for key in out})
     return out
+
+
+def sample_size(value: str | int) -> int | None:
+    """``eval.sample_images`` as a number of images (None: ``all``); ValueError when neither."""
+    text = str(value).strip().lower()
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"eval.sample_images={value!r}: give a positive number of images or 'all'")
+    return int(text)
+
+
+def sample_image_ids(image_ids: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """``size`` ids drawn without replacement by ``numpy.random.default_rng(seed)``, sorted
+    (every id when ``size`` is None or not smaller than the index)."""
+    ids = np.sort(np.asarray(image_ids, np.int64))
+    if size is None or size >= len(ids):
+        return ids
+    return np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))
+
+
+def prior_sample(run: RunDir) -> np.ndarray:
+    """The images every prior version of ``run`` is scored on: ``eval.sample_images`` of the
+    run's pinned index drawn with ``eval.sample_seed`` (the whole index when it is smaller)."""
+    cfg = run.config.eval
+    return sample_image_ids(run.image_ids(), sample_size(cfg.sample_images), cfg.sample_seed)
+
+
+def boxes_of_images(boxes: BoxSet, image_ids: np.ndarray) -> BoxSet:
+    """The rows of ``boxes`` whose image is in ``image_ids`` (sorted), by binary search per image."""
+    ids = np.asarray(image_ids, np.int64)
+    starts = np.searchsorted(boxes.image_ids, ids, side="left")
+    stops = np.searchsorted(boxes.image_ids, ids, side="right")
+    counts = stops - starts
+    rows = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+    return BoxSet(boxes.image_ids[rows], boxes.boxes[rows], boxes.scores[rows], boxes.kinds[rows])
 
 
 def evaluate_proposals(
@@ -176,26 +221,19 @@ def coco_metrics(gt: dict, detections: np.ndarray, image_ids: np.ndarray | None 
     ``image_ids`` restricts the evaluation (None: every image of ``gt``). Images without any
     detection count as misses; no detection at all gives 0 for every metric.
     """
-    quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet):
-        coco_gt = COCO()
-        coco_gt.dataset = _agnostic(gt)
-        coco_gt.createIndex()
-        ids = sorted(coco_gt.getImgIds()) if image_ids is None else [int(i) for i in image_ids]
-        dets = detections[np.isin(detections[:, 0], ids)] if len(detections) else detections
-        dets = np.column_stack([dets[:, :6], np.ones(len(dets))]) if len(dets) else dets
-        has_gt = any(len(coco_gt.getAnnIds(imgIds=[i], iscrowd=False)) for i in ids)
-        if not len(dets):
-            return dict.fromkeys(METRICS, 0.0 if has_gt else None)
-        coco_dt = coco_gt.loadRes(dets)
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.useCats = 0
-        ev.params.maxDets = [1, 10, 100]
-        ev.params.imgIds = ids
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {m: (float(ev.stats[i]) if ev.stats[i] >= 0 else None) for m, i in zip(METRICS, _STATS_INDEX)}
+    ids = np.asarray([im["id"] for im in gt["images"]] if image_ids is None else image_ids, np.int64)
+    return _metrics(GroundTruth.from_coco(gt, ids), detections, coco_params(ids))
+
+
+def _metrics(truth: GroundTruth, detections: np.ndarray, params: Any) -> dict[str, float | None]:
+    """METRICS of ``detections`` [N, 7] on ``params.imgIds`` against ``truth``."""
+    ids = np.asarray(params.imgIds, np.int64)
+    dets = detections[np.isin(detections[:, 0], ids)] if len(detections) else detections
+    if not len(dets):
+        has_gt = bool((~truth.crowd[np.isin(truth.image, ids)]).any())
+        return dict.fromkeys(METRICS, 0.0 if has_gt else None)
+    stats = summarize(evaluate_images(truth, dets, params), params)
+    return {m: (float(stats[i]) if stats[i] >= 0 else None) for m, i in zip(METRICS, _STATS_INDEX)}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -209,17 +247,22 @@ def _ground_truth(dataset: Any, what: str) -> dict:
     return gt
 
 
-def _agnostic(gt: dict) -> dict:
-    """The ground truth as one category (id 1, "object"), iscrowd and area filled in.
-
-    With ``useCats = 0`` COCOeval still only gathers boxes whose category is among the ground
-    truth's category ids, so both sides are mapped onto the single id 1.
-    """
-    anns = []
-    for a in gt["annotations"]:
-        x, y, w, h = a["bbox"]
-        anns.append({**a, "category_id": 1, "iscrowd": int(a.get("iscrowd", 0)), "area": float(a.get("area", w * h))})
-    return {"images": gt["images"], "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
+def _record_sample(path: Path, run: RunDir, sample: np.ndarray, scored: dict[str, int]) -> None:
+    """Write the sample (seed, setting, ids) and the images scored per version to ``path``."""
+    cfg = run.config.eval
+    old = json.loads(path.read_text()) if path.exists() else {}
+    same = old.get("image_ids") == sample.tolist()
+    _write_json(
+        path,
+        {
+            "sample_images": str(cfg.sample_images),
+            "seed": cfg.sample_seed,
+            "split_images": int(run.images().num_rows),
+            "images": int(len(sample)),
+            "image_ids": sample.tolist(),
+            "scored_images": {**(old.get("scored_images", {}) if same else {}), **scored},
+        },
+    )
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -60,7 +60,7 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
         progress.start(f"smooth v{version:04d}", None, unit="box")
         failed = shard_failures(run, version)
         quarantine_failures(run, failed)
-        staged = {k: run.store.read_staged(version, k) for k in ("region", "instance")}
+        staged = run.store.read_staged_kinds(version, ("region", "instance"))  # each shard file read once
         current = BoxSet.concat([staged[k] for k in SOURCE_KINDS[p.source]])
         parent = earlier[-1]
         prev = run.store.read(parent, "smoothed")
@@ -83,6 +83,7 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
             checkpoint_digest=digests.pop(),
             config_digest=cfg.digest(),
             extra_stats={"source": p.source, "update": p.update, "quarantined": len(failed)},
+            parent_smoothed=prev,
         )
         images = max(run.images().num_rows - run.quarantine().num_rows, 1)
         summary = {

@@ -17,7 +17,9 @@ Staging: a shard holds every kind it produced in one Parquet file plus a marker 
 it (``write_shard(version, shard_id, {"region": a, "instance": b})``). The per-kind form
 ``write_shard(version, kind, shard_id, boxset)`` rewrites the shard's file with that kind replaced
 and then its marker, so a shard's kinds always change together. A shard is done when its marker
-parses and its file matches the marker's sha256.
+parses and its file exists with the marker's size: bookkeeping reads markers and one stat per
+shard, never data, so planning N shards costs O(N). The data are checked (sha256, page CRC32s,
+rows) when they are read (``read_staged``), which names a damaged shard.
 
 One writer per run (``lock()``) for commit, move_aside and gc; shards may be written by many
 workers concurrently (each shard is its own files).
@@ -48,7 +50,7 @@ from joindet.priors.store.errors import (
     VersionNotFoundError,
 )
 from joindet.priors.store.files import read_checked, to_boxset, write_parquet
-from joindet.priors.store.fs import RunFS, sha256_hex, unique_token
+from joindet.priors.store.fs import RunFS, unique_token
 from joindet.priors.store.images import IMAGES_FILE, read_images_table
 from joindet.priors.store.lock import WriterLock
 from joindet.priors.store.stats import version_stats
@@ -225,7 +227,8 @@ class PriorStore:
         return marker
 
     def staged_shards(self, version: int) -> dict[int, ShardMarker]:
-        """Markers of the valid staged shards of ``version`` (marker parses, file sha256 matches)."""
+        """Markers of the staged shards of ``version`` (marker parses, its file exists with the
+        marker's size; one marker read and one stat per shard, no data read)."""
         out = {}
         for name in self.rfs.listdir(self._staging_dir(version)):
             m = _MARKER.match(name)
@@ -239,18 +242,35 @@ class PriorStore:
         """Ids of the valid staged shards (see ``staged_shards``); a resume redoes the others."""
         return set(self.staged_shards(version))
 
+    def staged_marker(self, version: int, shard_id: int) -> ShardMarker | None:
+        """The marker of one staged shard (see ``staged_shards``), None when it is not staged."""
+        return self._valid_marker(version, shard_id)
+
     def shard_done(self, version: int, shard_id: int) -> bool:
-        """Whether one shard is validly staged (cheaper than ``shard_id in done_shards(version)``,
-        which hashes every shard)."""
+        """Whether one shard is staged (its own marker and one stat; see ``staged_shards``)."""
         return self._valid_marker(version, shard_id) is not None
 
     def read_staged(self, version: int, kind: str) -> BoxSet:
-        """The boxes of ``kind`` over every valid staged shard of ``version``, sorted by image_id."""
-        check_kinds({kind: BoxSet.empty()})
-        parts = [self._read_shard(version, mk).of_kind(kind) for _, mk in sorted(self.staged_shards(version).items())]
-        return BoxSet.concat(parts)
+        """The boxes of ``kind`` over every staged shard of ``version``, sorted by image_id.
+
+        Each shard file is checked against its marker (size, sha256, page CRC32s, rows):
+        ``CorruptFileError`` names a damaged one.
+        """
+        return self.read_staged_kinds(version, (kind,))[kind]
+
+    def read_staged_kinds(self, version: int, kinds: tuple[str, ...] = ("region", "instance")) -> dict[str, BoxSet]:
+        """``read_staged`` of several kinds, reading (and checking) each shard file once."""
+        check_kinds({k: BoxSet.empty() for k in kinds})
+        parts: dict[str, list[BoxSet]] = {k: [] for k in kinds}
+        for _, mk in sorted(self.staged_shards(version).items()):
+            shard = self._read_shard(version, mk)
+            for k in kinds:
+                parts[k].append(shard.of_kind(k))
+        return {k: BoxSet.concat(p) for k, p in parts.items()}
 
     def _valid_marker(self, version: int, shard_id: int, check_file: bool = True) -> ShardMarker | None:
+        """The parsed marker of a shard, or None when missing, unparsable, of another shard or (with
+        ``check_file``) when its data file is missing or of another size (one stat, no read)."""
         stage = self._staging_dir(version)
         rel = f"{stage}/shard-{shard_id:05d}.json"
         try:
@@ -259,13 +279,9 @@ class PriorStore:
             return None
         if marker.shard_id != shard_id or marker.version != version:
             return None
-        if check_file:
-            try:
-                buf = self.rfs.read_bytes(f"{stage}/{marker.file.path}")
-            except OSError:
-                return None
-            if buf.size != marker.file.bytes or sha256_hex(buf) != marker.file.sha256:
-                return None
+        # One stat: a missing file has size 0, a Parquet file never does.
+        if check_file and self.rfs.size(f"{stage}/{marker.file.path}") != marker.file.bytes:
+            return None
         return marker
 
     def _read_shard(self, version: int, marker: ShardMarker) -> BoxSet:
@@ -301,12 +317,14 @@ class PriorStore:
         checkpoint_digest: str | None = None,
         config_digest: str | None = None,
         extra_stats: dict[str, Any] | None = None,
+        parent_smoothed: BoxSet | None = None,
     ) -> Manifest:
         """Commit ``kinds`` (must include "smoothed") as ``version``: data files, then the manifest.
 
         Coordinates must lie in [0, 1] (within 1e-4, which is clipped); image_ids must be in the
         run's images.parquet when it exists. Statistics include churn of "smoothed" against the
-        parent's "smoothed". Raises ``VersionExistsError`` if ``version`` is committed.
+        parent's "smoothed" (``parent_smoothed``: those boxes when the caller has already read them,
+        so they are not read again). Raises ``VersionExistsError`` if ``version`` is committed.
         """
         if version < 0:
             raise StoreError(f"version must be >= 0, got {version}")
@@ -322,7 +340,7 @@ class PriorStore:
             if parent is not None:
                 if parent >= version:
                     raise StoreError(f"parent version {parent} must be earlier than version {version}")
-                parent_boxes = self.read(parent, "smoothed")
+                parent_boxes = self.read(parent, "smoothed") if parent_smoothed is None else parent_smoothed
             images = read_images_table(self.run_dir) if self.rfs.exists(IMAGES_FILE) else None
             checked = {k: check_range(kinds[k], k) for k in KINDS if k in kinds}
             if images is not None:
