@@ -1,9 +1,12 @@
 """``open_dataset``: the one entry point from a dataset name (``--dataset``) to a :class:`Dataset`.
 
 Roots are resolved as: the ``root`` argument (``--data-root``), else ``$JOINDET_DATA/<name>``,
-else ``./datasets/<name>``. The synthetic dataset lives in a cache folder
-(``$JOINDET_CACHE/synthetic/<params>``, default ``~/.cache/joindet/synthetic/<params>``) and is
-generated there on first use.
+else ``./datasets/<name>``. A ``root`` that was given must exist: a mistyped ``--data-root``
+is an error naming it, never an empty dataset or a new one.
+
+The synthetic dataset is generated only into its cache folder (``$JOINDET_CACHE/synthetic/<params>``,
+default ``~/.cache/joindet/synthetic/<params>``) on first use, or by ``joindet data synth OUT``;
+``--data-root`` must point to one that ``data synth`` wrote.
 """
 
 from __future__ import annotations
@@ -54,17 +57,25 @@ def _coco(root: Path, split: str, annotations: Path | None, cache_dir: Path | No
     return coco_json_dataset("coco", ann, root, split, prefix=f"{split}2017/", cache_dir=cache_dir)
 
 
-def synthetic_dataset(root: Path, split: str = "train", spec: SyntheticSpec | None = None) -> Dataset:
-    """The synthetic dataset under ``root``, generated there with ``spec`` (default: SyntheticSpec()) if absent."""
+def synthetic_dataset(
+    root: Path, split: str = "train", spec: SyntheticSpec | None = None, generate: bool = False
+) -> Dataset:
+    """The synthetic dataset under ``root``; with ``generate`` (the default cache folder only) it
+    is generated there with ``spec`` (default: SyntheticSpec()) when absent."""
     spec = SyntheticSpec() if spec is None else spec
     if split not in ("train", "val"):
         raise ValueError(f"the synthetic dataset has splits train and val, not {split!r}.")
     ann = root / "annotations" / f"instances_{split}.json"
     generated = (root / "synthetic.json").is_file()
-    if not generated and root.is_dir() and any(root.iterdir()) and not ann.is_file():
+    if not generate and not root.is_dir():
         raise DatasetNotFoundError(
-            f"{root} is neither empty nor a synthetic dataset (no synthetic.json or {ann.relative_to(root)}); "
-            "give --data-root a new or empty folder, or write one with joindet data synth."
+            f"--data-root {root} does not exist; write a synthetic dataset there first with "
+            f"`joindet data synth {root}`, or omit --data-root to use the cached one."
+        )
+    if not generated and not ann.is_file() and (not generate or (root.is_dir() and any(root.iterdir()))):
+        raise DatasetNotFoundError(
+            f"{root} is not a synthetic dataset (no synthetic.json or {ann.relative_to(root)}); "
+            f"write one with `joindet data synth {root}` (into a new folder), or omit --data-root."
         )
     if not generated and not ann.is_file():
         ensure_synthetic(root, spec)
@@ -106,8 +117,9 @@ def open_dataset(
     ann = Path(annotations).expanduser() if annotations is not None else None
     if name == "synthetic":
         spec = SyntheticSpec()
-        base = Path(root).expanduser() if root is not None else cache_root() / "synthetic" / spec.slug()
-        return synthetic_dataset(base, split, spec)
+        if root is not None:
+            return synthetic_dataset(Path(root).expanduser(), split, spec)
+        return synthetic_dataset(cache_root() / "synthetic" / spec.slug(), split, spec, generate=True)
     if name == "coco-json":
         if ann is None:
             raise ValueError(
@@ -123,6 +135,8 @@ def open_dataset(
         return coco_json_dataset("coco-json", ann, image_root, split, cache_dir=cache)
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}.")
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise DatasetNotFoundError(f"--data-root {root} does not exist (dataset {name!r}); check the path.")
     looked: list[str] = []
     for base in candidate_roots(name, root):
         try:

@@ -266,6 +266,20 @@ def test_folder_header_sizes_are_cached_until_a_file_changes(tmp_path: Path, mon
 
 def test_synthetic_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("precious")
-    with pytest.raises(DatasetNotFoundError, match="neither empty nor a synthetic dataset"):
+    with pytest.raises(DatasetNotFoundError, match="is not a synthetic dataset"):
         open_dataset("synthetic", root=tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_a_missing_data_root_is_an_error_naming_it_and_nothing_is_generated(tmp_path: Path) -> None:
+    typo = tmp_path / "cocoo"
+    for name in ("synthetic", "coco", "folder"):
+        with pytest.raises(DatasetNotFoundError, match=f"--data-root {typo} does not exist"):
+            open_dataset(name, root=typo)
+    assert not typo.exists()
+
+
+def test_synthetic_is_not_generated_into_an_empty_data_root(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError, match="joindet data synth"):
+        open_dataset("synthetic", root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
