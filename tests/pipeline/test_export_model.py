@@ -163,3 +163,22 @@ def test_deformable_detr_export_is_a_reference_checkpoint(tmp_path: Path) -> Non
     }
     with pytest.raises(ValueError, match="hf format only"):
         export_state(model.state_dict(), cfg, tmp_path / "x", "deformable-detr", num_labels=5)
+
+
+@pytest.mark.slow
+def test_the_finetune_example_trains_an_export_and_its_loss_decreases(tmp_path: Path, capsys) -> None:
+    import importlib.util
+
+    from joindet.pipeline.data.synthetic import generate_synthetic
+
+    data = generate_synthetic(tmp_path / "syn", num_images=6, size=64, val_images=1)
+    export_state(_random_model(TINY_HF).state_dict(), TINY_HF, tmp_path / "hf", "hf")
+    path = Path(__file__).parents[2] / "examples" / "finetune_hf.py"
+    spec = importlib.util.spec_from_file_location("finetune_hf", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    argv = ["--export", str(tmp_path / "hf"), "--data-root", str(data), "--images", "6", "--steps", "12"]
+    status = example.main([*argv, "--batch-size", "2", "--window", "4", "--threads", "1"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["steps"] == 12 and report["num_labels"] >= 2
+    assert status == 0 and report["last_loss"] < report["first_loss"], report
