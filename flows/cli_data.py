@@ -7,9 +7,7 @@ from pathlib import Path
 import click
 
 from joindet.flows.cli_errors import clean_errors
-
-# pipeline.data imports torch; the commands import it when they run so that `joindet --help` is fast.
-DATASET_CHOICES = ("synthetic", "coco", "voc", "imagenet", "coco-json", "folder")
+from joindet.flows.cli_types import dataset_options
 
 
 @click.group("data")
@@ -41,22 +39,21 @@ def synth(out: Path, images: int, val_images: int | None, size: int, seed: int, 
 
 
 @data.command("check")
-@click.option("--dataset", "name", required=True, type=click.Choice(DATASET_CHOICES), help="Dataset name.")
-@click.option(
-    "--data-root", type=click.Path(path_type=Path), default=None, help="Dataset root (else $JOINDET_DATA/<name>)."
-)
+@dataset_options
 @click.option("--split", default="train", show_default=True)
-@click.option("--annotations", type=click.Path(path_type=Path), default=None, help="COCO JSON (coco-json).")
 @click.option("--class-list", type=click.Path(path_type=Path), default=None, help="Class folders to keep (imagenet).")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Decode only the first N images.")
 @clean_errors
 def check(
-    name: str, data_root: Path | None, split: str, annotations: Path | None, class_list: Path | None, limit: int | None
+    dataset: str, data_root: str | None, annotations: str | None, split: str, class_list: Path | None, limit: int | None
 ) -> None:
-    """Open a dataset, decode its images, and list those that would be quarantined."""
+    """Open a dataset, decode its images, and list those that would be quarantined.
+
+    Exits 1 when any image cannot be decoded (a run would skip it), 0 when every one decodes.
+    """
     from joindet.pipeline.data import ImageLoadError, open_dataset
 
-    ds = open_dataset(name, root=data_root, split=split, annotations=annotations, class_list=class_list)
+    ds = open_dataset(dataset, root=data_root, split=split, annotations=annotations, class_list=class_list)
     ids = ds.image_ids()
     if limit is not None:
         ids = ids[:limit]
@@ -76,3 +73,5 @@ def check(
         click.echo(f"  {exc.image_id}  {exc.file}: {exc.reason}")
     if len(bad) > 20:
         click.echo(f"  ... and {len(bad) - 20} more")
+    if bad:
+        raise click.ClickException(f"{len(bad)} of {len(ids)} images of {ds.name} ({split}) cannot be decoded")

@@ -21,6 +21,7 @@ from joindet.flows.cli_options import (
     stderr,
     stdout_kept_for_json,
 )
+from joindet.flows.cli_types import data_overrides, dataset_options
 from joindet.flows.reports import format_report, numeric_leaves
 from joindet.flows.runners import RunnerChoice
 
@@ -76,15 +77,7 @@ def flow_run() -> None:
 
 
 @flow_run.command("pretrain")
-@click.option(
-    "--dataset", default="synthetic", show_default=True, help="synthetic, coco, voc, imagenet, folder, coco-json."
-)
-@click.option(
-    "--data-root",
-    default=None,
-    type=click.Path(),
-    help="Dataset location (default: $JOINDET_DATA or the dataset's own).",
-)
+@dataset_options
 @click.option("--preset", default="tiny", show_default=True, help="Run preset: tiny, paper, paper-single-scale.")
 @click.option(
     "--run-dir", default=None, type=click.Path(), help="Run directory (default: runs/<dataset>-<preset>-<timestamp>)."
@@ -98,6 +91,7 @@ def flow_run() -> None:
 def pretrain_cmd(
     dataset: str,
     data_root: str | None,
+    annotations: str | None,
     preset: str,
     run_dir: str | None,
     shards: int | None,
@@ -116,7 +110,7 @@ def pretrain_cmd(
     from joindet.pipeline.run_dir import RunDir
 
     choice = runner_choice(workers, dask_address, threads, no_prefect)
-    extra = [f"data.root={data_root}"] if data_root else []
+    extra = data_overrides(data_root, annotations)
     extra += [f"mine.shards={shards}"] if shards else []
     cfg = make_config(preset, dataset, list(overrides) + extra)
     if cfg.data.root:
@@ -178,10 +172,7 @@ def resume_cmd(
     type=click.Path(exists=True, dir_okay=False),
     help="Pretrained checkpoint (RUN/checkpoints/epoch-NNNN.pt); omit for the backbone-only baseline.",
 )
-@click.option(
-    "--dataset", default="coco", show_default=True, help="Labelled dataset: coco, voc, synthetic, coco-json, ..."
-)
-@click.option("--data-root", default=None, type=click.Path(), help="Dataset location.")
+@dataset_options
 @click.option("--preset", default="tiny", show_default=True, help="Run preset: tiny, paper, paper-single-scale.")
 @click.option(
     "--fraction",
@@ -191,11 +182,12 @@ def resume_cmd(
 )
 @click.option("--seed", type=int, default=None, help="Seed of the labelled subset (finetune.seed).")
 @click.option(
-    "--out-dir",
+    "--run-dir",
     default=None,
     type=click.Path(),
-    help="Output directory (default: runs/finetune-<dataset>-<preset>-<timestamp>).",
+    help="Run directory (default: runs/finetune-<dataset>-<preset>-<timestamp>).",
 )
+@click.option("--out-dir", default=None, type=click.Path(), hidden=True)  # the old name of --run-dir
 @set_option
 @click.option("--no-prefect", is_flag=True, help="Run in this process without Prefect.")
 @output_options
@@ -204,9 +196,11 @@ def finetune_cmd(
     init_checkpoint: str | None,
     dataset: str,
     data_root: str | None,
+    annotations: str | None,
     preset: str,
     fraction: float | None,
     seed: int | None,
+    run_dir: str | None,
     out_dir: str | None,
     overrides: tuple[str, ...],
     no_prefect: bool,
@@ -216,11 +210,12 @@ def finetune_cmd(
     """Finetune a pretrained checkpoint on labelled data and report COCO AP; re-running resumes."""
     from joindet.pipeline.config import make_config
 
-    extra = [f"data.root={data_root}"] if data_root else []
+    extra = data_overrides(data_root, annotations)
     extra += [f"finetune.fraction={fraction}"] if fraction is not None else []
     extra += [f"finetune.seed={seed}"] if seed is not None else []
     cfg = make_config(preset, dataset, list(overrides) + extra)
-    path = Path(out_dir) if out_dir else default_run_dir(f"finetune-{dataset}", preset)
+    run_dir = run_dir or out_dir
+    path = (Path(run_dir) if run_dir else default_run_dir(f"finetune-{dataset}", preset)).absolute()
     if not quiet:
         stderr(f"finetune directory: {path}")
     if no_prefect:

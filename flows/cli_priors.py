@@ -397,7 +397,7 @@ def _confirmed(question: str) -> bool:
 
 @priors_group.command("restore")
 @_RUN
-@click.option("--version", "-v", "version", type=int, required=True, help="The version to put back.")
+@version_option("The version to put back, 4 or v0004.", required=True)
 @click.option(
     "--from", "name", default=None, help="Which moved-aside copy (name under priors/_replaced; default newest)."
 )

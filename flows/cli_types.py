@@ -56,3 +56,45 @@ def run_argument(func: Callable) -> Callable:
 
     wrapper = click.option("--run", "run_alias", type=click.Path(), default=None, hidden=True)(wrapper)
     return click.argument("run_path", metavar="RUN", type=click.Path(), required=False)(wrapper)
+
+
+#: ``--dataset`` names (the registry owns the list; repeated here so that --help needs no import).
+DATASET_CHOICES = ("synthetic", "coco", "voc", "imagenet", "coco-json", "folder")
+
+
+def dataset_options(func: Callable) -> Callable:
+    """``--dataset`` (default synthetic), ``--data-root`` and ``--annotations``: the same three on
+    every command that opens a dataset. ``--annotations FILE`` is ``--set data.annotations=FILE``."""
+    opts = [
+        click.option(
+            "--dataset",
+            default="synthetic",
+            show_default=True,
+            type=click.Choice(DATASET_CHOICES),
+            help="Dataset (synthetic needs no download; coco-json: your own COCO-format JSON).",
+        ),
+        click.option(
+            "--data-root",
+            default=None,
+            type=click.Path(),
+            help="Dataset location; must exist (default: $JOINDET_DATA/<name>; synthetic: the cache).",
+        ),
+        click.option(
+            "--annotations",
+            default=None,
+            type=click.Path(dir_okay=False),
+            help="COCO JSON of the dataset (coco-json: required; coco: instead of the default file).",
+        ),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def data_overrides(data_root: str | None, annotations: str | None) -> list[str]:
+    """The ``--set`` strings of ``--data-root`` and ``--annotations`` (absolute paths: workers on
+    other machines and later commands open them from elsewhere)."""
+    import os
+
+    out = [f"data.root={os.path.abspath(data_root)}"] if data_root else []
+    return out + ([f"data.annotations={os.path.abspath(annotations)}"] if annotations else [])

@@ -47,10 +47,23 @@ def test_check_reports_skipped_images(tmp_path: Path) -> None:
         .exit_code
         == 0
     )
+    res = CliRunner().invoke(main, ["data", "check", "--dataset", "synthetic", "--data-root", str(out)])
+    assert res.exit_code == 0, res.output  # every image decodes
     (out / "train" / "000002.jpg").write_bytes(b"")
     res = CliRunner().invoke(main, ["data", "check", "--dataset", "synthetic", "--data-root", str(out)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # the command did not find what was asked: a usable dataset
     assert "3 images" in res.output and "1 would be skipped" in res.output and "000002.jpg: empty file" in res.output
+    assert "1 of 3 images of synthetic (train) cannot be decoded" in res.output
+
+
+def test_check_takes_annotations_like_set_data_annotations(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    CliRunner().invoke(main, ["data", "synth", str(out), "--images", "3", "--size", "32", "--val-images", "0"])
+    ann = out / "annotations" / "instances_train.json"
+    args = ["data", "check", "--dataset", "coco-json", "--annotations", str(ann), "--data-root", str(out / "train")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "coco-json (train)" in res.output and "3 images" in res.output
 
 
 def test_check_missing_dataset_is_one_clear_line(tmp_path: Path, monkeypatch) -> None:
@@ -61,7 +74,7 @@ def test_check_missing_dataset_is_one_clear_line(tmp_path: Path, monkeypatch) ->
 
 
 def test_dataset_choices_match_the_registry() -> None:
-    from joindet.flows.cli_data import DATASET_CHOICES
+    from joindet.flows.cli_types import DATASET_CHOICES
     from joindet.pipeline.data import DATASET_NAMES
 
     assert sorted(DATASET_CHOICES) == sorted(DATASET_NAMES)
