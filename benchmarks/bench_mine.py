@@ -53,17 +53,21 @@ mine_module = importlib.import_module("joindet.pipeline.stages.mine")
 VERSION = 2
 
 
-def make_run(base: Path, images: int, size: int, batch_size: int, overrides: list[str]) -> RunDir:
+def make_run(
+    base: Path, images: int, size: int, batch_size: int, overrides: list[str], preset: str = "tiny", device: str = "cpu"
+) -> RunDir:
+    """A run of ``images`` synthetic images of ``size`` px, one mining shard, maps saved, and the
+    checkpoint of epoch VERSION - 1 (random weights, class bias 0) to mine VERSION with."""
     data = base / "data"
     generate_synthetic(data, images, size, seed=0, val_images=1)
     cfg = make_config(
-        "tiny",
+        preset,
         "synthetic",
         [
             f"data.root={data}",
             "mine.shards=1",
             f"mine.batch_size={batch_size}",
-            "mine.device=cpu",
+            f"mine.device={device}",
             "mine.save_attention=true",
             *overrides,
         ],
