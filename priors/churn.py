@@ -7,7 +7,7 @@ its IoU >= ``iou_thr`` (0.5). Unmatched ``cur`` boxes are *added*, unmatched ``p
 not needed.
 
 Vectorised across images (``churn``): the pairs that can reach ``iou_thr`` are screened for
-blocks of images at once in float32 (a padded [images, prev, cur] grid, with a margin that
+blocks of images at once in float32 (a padded [prev, cur, images] grid, with a margin that
 covers float32 rounding), and their IoU is then computed exactly as ``pairwise_iou`` does, in
 float64. The pairs with IoU >= ``iou_thr`` (edges) split into connected components, which the
 optimal assignment treats independently. A component that is a star (one box and neighbours
@@ -94,9 +94,9 @@ def match_boxes(prev: np.ndarray, cur: np.ndarray, iou_thr: float = 0.5) -> tupl
     return rows[keep].astype(np.int64), cols[keep].astype(np.int64), iou[rows[keep], cols[keep]]
 
 
-#: Padded [images, prev, cur] pairs screened per block: ~1 MB of float32 per plane keeps a block's
-#: working set in cache.
-_PAIRS_PER_BLOCK = 1 << 18
+#: Padded [prev, cur, images] pairs screened per block (4 MB of float32 per plane): about 100
+#: images of 100 x 100 boxes, enough images on the inner axis for the vector loops.
+_PAIRS_PER_BLOCK = 1 << 20
 #: Relative margin of the float32 screen: a pair is re-checked in float64 when
 #: inter (1 + t) >= t (area_a + area_b) (1 - margin). float32 rounds each of these products to
 #: within 4 ulp (< 3e-7 relative), far inside the margin.
@@ -140,13 +140,14 @@ def churn(prev: BoxSet, cur: BoxSet, iou_thr: float = 0.5) -> Churn:
 
 
 def _padded(boxes: np.ndarray, start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``start[b] : start[b] + count[b]`` of ``boxes`` as float32 planes [4, B, width] (padding:
-    the zero-area box at 3.0, which overlaps nothing in [0, 1]) and their global row ids [B, width]."""
+    """Rows ``start[b] : start[b] + count[b]`` of ``boxes`` as float32 planes [4, width, B] (image
+    innermost; padding: the zero-area box at 3.0, which overlaps nothing in [0, 1]) and their
+    global row ids [width, B] (-1 for padding)."""
     width = int(count.max())
     slot = np.arange(width)
-    rows = start[:, None] + slot[None, :]
-    valid = slot[None, :] < count[:, None]
-    planes = np.full((4, len(start), width), 3.0, np.float32)
+    rows = start[None, :] + slot[:, None]
+    valid = slot[:, None] < count[None, :]
+    planes = np.full((4, width, len(start)), 3.0, np.float32)
     planes[:, valid] = boxes.take(rows[valid], axis=0).T
     return planes, np.where(valid, rows, -1)
 
@@ -164,30 +165,34 @@ def _match_block(
     holding prev rows p_start[b] + [0, p_count[b]) and cur rows c_start[b] + [0, c_count[b])."""
     a, a_rows = _padded(prev, p_start, p_count)
     b, b_rows = _padded(cur, c_start, c_count)
-    # Screen: inter (1 + t) >= t (area_a + area_b) (1 - margin), in float32 on the padded grid.
-    w = np.minimum(a[2][:, :, None], b[2][:, None, :])
-    w -= np.maximum(a[0][:, :, None], b[0][:, None, :])
+    n_img, width_p, width_c = len(p_start), a.shape[1], b.shape[1]
+    # Screen: inter (1 + t) >= t (area_a + area_b) (1 - margin), in float32 on the padded grid
+    # [prev slot, cur slot, image]: the image axis innermost keeps both operands of every
+    # broadcast contiguous (2x faster than a stride-0 inner loop).
+    shape = (width_p, width_c, n_img)
+    w, tmp = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    np.minimum(a[2][:, None, :], b[2][None, :, :], out=w)
+    w -= np.maximum(a[0][:, None, :], b[0][None, :, :], out=tmp)
     np.maximum(w, 0.0, out=w)
-    h = np.minimum(a[3][:, :, None], b[3][:, None, :])
-    h -= np.maximum(a[1][:, :, None], b[1][:, None, :])
+    h = np.minimum(a[3][:, None, :], b[3][None, :, :])
+    h -= np.maximum(a[1][:, None, :], b[1][None, :, :], out=tmp)
     w *= h
     if iou_thr > 0:
         k = np.float32(iou_thr * (1.0 - _SCREEN_MARGIN) / (1.0 + iou_thr))
         area_a = (a[2] - a[0]) * (a[3] - a[1]) * k
         area_b = (b[2] - b[0]) * (b[3] - b[1]) * k
-        flat = np.flatnonzero(w >= np.add(area_a[:, :, None], area_b[:, None, :], out=h))
+        flat = np.flatnonzero(w >= np.add(area_a[:, None, :], area_b[None, :, :], out=h))
     else:  # every pair reaches a threshold <= 0
         flat = np.arange(w.size)
     # np.nonzero of a 3-d mask is ~50x slower than flatnonzero + divmod.
-    img, ij = np.divmod(flat, a.shape[2] * b.shape[2])
-    i, j = np.divmod(ij, b.shape[2])
-    pr, cr = a_rows[img, i], b_rows[img, j]
+    i, jb = np.divmod(flat, width_c * n_img)
+    j, img = np.divmod(jb, n_img)
+    pr, cr = a_rows[i, img], b_rows[j, img]
     real = (pr >= 0) & (cr >= 0)
     img, i, j, pr, cr = img[real], i[real], j[real], pr[real], cr[real]
     iou = _exact_iou(prev[pr], cur[cr])
     edge = iou >= iou_thr
     img, i, j, iou = img[edge], i[edge], j[edge], iou[edge]
-    n_img, width_p, width_c = len(p_start), a.shape[2], b.shape[2]
     if not len(img):
         return np.zeros(n_img, np.int64), 0.0
     # Local node ids: prev box (img, i) -> img * width_p + i, cur box (img, j) -> img * width_c + j.
@@ -212,8 +217,9 @@ def _match_block(
     matched += np.bincount(centres_p // width_p, minlength=n_img)
     matched += np.bincount(centres_c // width_c, minlength=n_img)
     total = float(best_p[centres_p].sum()) + float(best_c[centres_c].sum())
-    rest = ~on_p & ~on_c
-    if rest.any():
+    rest = np.flatnonzero(~on_p & ~on_c)
+    if len(rest):
+        rest = rest[np.argsort(pn[rest], kind="stable")]  # by image, then prev slot
         total += _assign_components(img[rest], i[rest], j[rest], iou[rest], matched)
     return matched, total
 
