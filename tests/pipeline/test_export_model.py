@@ -116,8 +116,12 @@ def test_hf_export_of_a_run_loads_without_download_and_matches_joindet(tmp_path:
 
 
 @pytest.mark.slow
-def test_hf_export_of_the_paper_architecture_matches_joindet(tmp_path: Path) -> None:
-    cfg = get_preset("paper")
+@pytest.mark.parametrize(
+    "cfg",
+    [get_preset("paper"), get_preset("paper-single-scale").with_(backbone="resnet18", emb_target="roi_align")],
+    ids=["paper", "single-scale-resnet18"],
+)
+def test_hf_export_of_the_paper_architecture_matches_joindet(cfg: DetectorConfig, tmp_path: Path) -> None:
     model = _random_model(cfg)
     export_state(model.state_dict(), cfg, tmp_path / "hf", "hf")
     box_err, fg_err = _compare(model, tmp_path / "hf", 128, 160)
