@@ -60,7 +60,8 @@ def layout_problems(cfg: DetectorConfig, fmt: str) -> list[str]:
     if cfg.head_hidden != cfg.d_model:
         problems.append(
             f"f_box hidden width head_hidden={cfg.head_hidden} differs from d_model={cfg.d_model}; "
-            f"{target} builds its box MLP with d_model hidden units"
+            f"{target} builds its box MLP with d_model hidden units (pretrain with "
+            f"--set model.head_hidden={cfg.d_model} to get an exportable model)"
         )
     if cfg.d_model % TARGET_GROUPS:
         problems.append(

@@ -59,7 +59,7 @@ class ExportResult:
     out_dir: str
     format: str
     epoch: int | None
-    source: str
+    source: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
     reinitialised: list[str] = field(default_factory=list)
@@ -111,7 +111,7 @@ def export_state(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     left_out = sorted({p for p in DROPPED_PREFIXES if any(k.startswith(p) for k in state)})
-    result = ExportResult(str(out), fmt, epoch, json.dumps(source or {}, sort_keys=True), left_out=left_out)
+    result = ExportResult(str(out), fmt, epoch, dict(source or {}), left_out=left_out)
     if fmt == "hf":
         _write_hf(state, cfg, out, num_labels if num_labels is not None else cfg.num_classes, result)
     else:
@@ -122,8 +122,7 @@ def export_state(
         ref = to_reference_state_dict(state, cfg)
         torch.save({"model": ref, "args": _reference_args(cfg), "epoch": epoch}, out / REFERENCE_CHECKPOINT)
         result.files.append(REFERENCE_CHECKPOINT)
-    info = {**result.to_dict(), "source": source or {}}
-    (out / EXPORT_INFO).write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
+    (out / EXPORT_INFO).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
     result.files.append(EXPORT_INFO)
     return result
 

@@ -106,6 +106,7 @@ def test_hf_export_of_a_run_loads_without_download_and_matches_joindet(tmp_path:
     assert result.exit_code == 0, result.output
     written = json.loads(result.output[result.output.index("{") :])
     assert written["epoch"] == 1 and written["left_out"] == ["emb_embed."] and written["reinitialised"] == []
+    assert written["source"]["checkpoint"].endswith("epoch-0001.pt") and written["source"]["sha256"]
     assert {"config.json", "model.safetensors", "preprocessor_config.json", EXPORT_INFO} <= set(written["files"])
     box_err, fg_err = _compare(model, out, 160, 192)
     assert box_err < TOLERANCE and fg_err < TOLERANCE, (box_err, fg_err)
