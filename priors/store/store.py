@@ -472,7 +472,7 @@ class PriorStore:
         if self.rfs.exists(IMAGES_FILE):
             try:
                 read_images_table(self.run_dir)
-            except (SchemaError, OSError, pa.ArrowException) as exc:
+            except (StoreError, SchemaError, OSError, pa.ArrowException) as exc:
                 problems.append(str(exc))
         for v in self.versions():
             try:
