@@ -172,6 +172,30 @@ def config_disagreements(ckpt_dir: str | os.PathLike, config_digest: str) -> lis
     return out
 
 
+# ---------------------------------------------------------------------------- retention
+def epochs_to_prune(epochs: list[int], keep_last: int, needed: set[int] | frozenset[int]) -> list[int]:
+    """Epochs whose checkpoint retention removes: all but the newest ``keep_last`` and ``needed``
+    (those a prior version is mined with). ``keep_last`` 0 keeps every checkpoint."""
+    if keep_last <= 0:
+        return []
+    keep = set(sorted(epochs)[-keep_last:]) | set(needed)
+    return sorted(e for e in epochs if e not in keep)
+
+
+def prune_checkpoints(ckpt_dir: str | os.PathLike, keep_last: int, needed: set[int] | frozenset[int]) -> list[Path]:
+    """Delete the checkpoints :func:`epochs_to_prune` names (the marker first: a ``.pt`` left
+    without one by a crash is an unfinished write, never counted); returns the deleted paths.
+    Call from the one process that writes checkpoints."""
+    d = Path(ckpt_dir)
+    removed = []
+    for epoch in epochs_to_prune(list_epochs(d), keep_last, needed):
+        path = d / checkpoint_name(epoch)
+        marker_path(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 # ---------------------------------------------------------------------------- RNG states
 def capture_rng() -> dict[str, Any]:
     """RNG states of python, numpy (legacy global), torch CPU and every CUDA device, as plain types."""
@@ -408,6 +432,7 @@ __all__ = [
     "checkpoint_name",
     "checkpoint_problem",
     "config_disagreements",
+    "epochs_to_prune",
     "file_digest",
     "file_sha256",
     "latest_epoch",
@@ -415,6 +440,7 @@ __all__ = [
     "load_checkpoint",
     "load_model_state",
     "marker_path",
+    "prune_checkpoints",
     "read_marker",
     "restore_rng",
     "restore_training_state",

@@ -89,6 +89,9 @@ class TrainConfig:
     max_images: int | None = None  # cap per epoch (debugging); None: the whole dataset
     device: str = "auto"  # auto: cuda when present
     tensorboard: bool = False  # event files under RUN/tensorboard/ (pipeline/tensorboard_log.py)
+    # Checkpoints kept: the newest N plus those a committed version was mined with or a staged
+    # one is mined with (pipeline/checkpoints.py, prune_checkpoints); 0 keeps every one.
+    keep_checkpoints: int = 2
 
 
 @dataclass
@@ -154,6 +157,8 @@ class RunConfig:
             raise ConfigError(
                 f"priors.init_features={self.priors.init_features!r}; choose one of {', '.join(INIT_FEATURES)}"
             )
+        if self.train.keep_checkpoints < 0:
+            raise ConfigError(f"train.keep_checkpoints={self.train.keep_checkpoints} must be 0 (keep all) or more")
         if self.schedule.epochs < 1 or self.schedule.update_every < 1:
             raise ConfigError("schedule.epochs and schedule.update_every must be at least 1")
         if self.mine.shards < 1:
@@ -173,6 +178,7 @@ RESUME_SAFE_KEYS = (
     "train.num_workers",
     "train.device",
     "train.tensorboard",
+    "train.keep_checkpoints",
     "mine.batch_size",
     "mine.device",
     "mine.shards",
@@ -227,7 +233,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> R
         chain: list[Any] = [cfg]
         for name in parts[:-1]:
             if not dataclasses.is_dataclass(chain[-1]) or name not in _field_names(chain[-1]):
-                raise ConfigError(f"unknown config section {dotted!r}; sections: {', '.join(_field_names(cfg))}")
+                known = ", ".join(_field_names(chain[-1])) if dataclasses.is_dataclass(chain[-1]) else "-"
+                raise ConfigError(f"unknown config section {name!r} (in {dotted!r}); sections: {known}")
             chain.append(getattr(chain[-1], name))
         target, key = chain[-1], parts[-1]
         if not dataclasses.is_dataclass(target) or key not in _field_names(target):

@@ -26,6 +26,7 @@ from joindet.pipeline.checkpoints import (
     CheckpointError,
     latest_epoch,
     load_checkpoint,
+    prune_checkpoints,
     restore_training_state,
     save_checkpoint,
 )
@@ -139,6 +140,10 @@ def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Pr
                 config_digest=cfg.digest(),
                 extra={"world_size": info.world_size},
             )
+            # Retention: the newest train.keep_checkpoints plus each block's last epoch, which
+            # mines the next version (a committed one was made with it, a pending one needs it).
+            mining_epochs = {v - 1 for v in schedule_versions if v > 0}
+            prune_checkpoints(run.checkpoint_path(epoch).parent, cfg.train.keep_checkpoints, mining_epochs)
             if cfg.train.tensorboard:  # after the checkpoint: a resumed run logs each epoch once
                 log_epoch(run.path, record)
         _barrier(info)
