@@ -116,13 +116,21 @@ def boxes_of_images(boxes: BoxSet, image_ids: np.ndarray) -> BoxSet:
     return BoxSet(boxes.image_ids[rows], boxes.boxes[rows], boxes.scores[rows], boxes.kinds[rows])
 
 
+def eval_split(run: RunDir) -> str:
+    """The split proposals are scored on: ``data.eval_split``, except for a ``coco-json`` run,
+    whose one annotations file (``data.annotations``) is all the ground truth it has: its own split."""
+    own = run.info["dataset"]
+    return own["split"] if own["name"] == "coco-json" else run.config.data.eval_split
+
+
 def evaluate_proposals(
     run: RunDir,
     epoch: int | None = None,
     split: str | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint's top-k class-agnostic proposals on ``split`` (default data.eval_split).
+    """Metrics of a checkpoint's top-k class-agnostic proposals on ``split`` (default:
+    ``eval_split(run)``).
 
     ``epoch`` None: the last checkpoint. Returns ``{"epoch", "split", "images", "failed",
     "metrics": {...}}`` and writes it to ``RUN/metrics/proposals-epoch-NNNN-<split>.json``.
@@ -132,7 +140,13 @@ def evaluate_proposals(
     epoch = run.last_checkpoint() if epoch is None else epoch
     if epoch is None:
         raise FileNotFoundError(f"run {run.path} has no checkpoint to evaluate; train at least one epoch first")
-    split = split or cfg.data.eval_split
+    split = split or eval_split(run)
+    own = run.info["dataset"]
+    if own["name"] == "coco-json" and split != own["split"]:
+        raise ValueError(
+            f"run {run.path} (coco-json) has one annotations file, the ground truth of split {own['split']!r} "
+            f"only; evaluate with --split {own['split']} (or leave --split out)"
+        )
     dataset = run.dataset(split)
     gt = _ground_truth(dataset, f"split {split!r}")
     device = resolve_device(cfg.mine.device)

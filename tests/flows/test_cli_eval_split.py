@@ -1,0 +1,44 @@
+"""``joindet eval proposals`` on a coco-json run (one annotations file, no val split): it scores
+the split the run has, and an explicit other --split is one line naming the split that exists."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from joindet.flows.cli import main
+
+
+@pytest.fixture()
+def coco_json_run(tiny_data: Path, tmp_path: Path):
+    from joindet.detector import build_model
+    from joindet.pipeline.checkpoints import save_checkpoint
+    from joindet.pipeline.config import make_config
+    from joindet.pipeline.run_dir import RunDir
+
+    ann = tiny_data / "annotations" / "instances_train.json"
+    cfg = make_config("tiny", "coco-json", [f"data.annotations={ann}", f"data.root={tiny_data / 'train'}"])
+    run = RunDir.create(tmp_path / "run", cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model(cfg.model)
+    save_checkpoint(run.checkpoint_path(0), model=model, epoch=0, config_digest=cfg.digest())
+    return run
+
+
+def test_coco_json_run_evaluates_on_the_split_it_has(coco_json_run) -> None:
+    res = CliRunner().invoke(main, ["eval", "proposals", str(coco_json_run.path), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{") :])
+    assert out["split"] == "train" and out["images"] > 0 and "AR@100" in out["metrics"]
+
+
+def test_coco_json_run_names_the_split_that_exists(coco_json_run) -> None:
+    res = CliRunner().invoke(main, ["eval", "proposals", str(coco_json_run.path), "--split", "val"])
+    assert res.exit_code == 1
+    assert "one annotations file" in res.output and "--split train" in res.output
+    assert len(res.output.strip().splitlines()) == 1
