@@ -77,8 +77,9 @@ def _safe_load(path: str, what: str) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise WeightsError(
-            f"{what} {path} holds objects other than tensors and plain values; joindet reads weights only, "
-            "never code from a file. Use a plain state_dict (torch.save(model.state_dict(), ...))."
+            f"{what} {path} cannot be loaded as weights only: it is not a torch file, or it holds objects "
+            "other than tensors and plain values (joindet never runs code from a file). Use a plain "
+            "state_dict (torch.save(model.state_dict(), ...))."
         ) from None
     except OSError as exc:
         raise WeightsError(

@@ -336,8 +336,9 @@ def _torch_load(path: Path, data: bytes, map_location: str | torch.device) -> An
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
-            f"{path} holds objects other than tensors and plain values, which joindet does not load "
-            "(only weights are read, never code); use a checkpoint written by joindet or a plain state_dict"
+            f"{path} cannot be loaded as weights only: it is not a torch file, or it holds objects other "
+            "than tensors and plain values (joindet never runs code from a file); use a checkpoint written "
+            "by joindet or a plain state_dict"
         ) from None
     except Exception as exc:  # torch raises many types for truncated / foreign files
         raise CheckpointError(
