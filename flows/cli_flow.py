@@ -32,31 +32,48 @@ def default_run_dir(dataset: str, preset: str, now: _dt.datetime | None = None) 
     return Path("runs") / f"{dataset}-{preset}-{stamp}"
 
 
-def execute_pretrain(
-    run: Any, choice: RunnerChoice, nproc_per_node: int = 1, quiet: bool = False, use_prefect: bool = True
-) -> dict[str, Any]:
-    """Take the run's writer lock (refused clearly when another writer holds it), then pretrain.
-
-    Returns ``PretrainReport.to_dict()``.
-    """
+def execute_pretrain(run: Any, choice: RunnerChoice, quiet: bool = False, use_prefect: bool = True) -> dict[str, Any]:
+    """Take the run's writer lock (refused clearly when another writer holds it), then pretrain
+    on the runner ``choice`` describes. Returns ``PretrainReport.to_dict()``."""
     quiet_prefect(quiet)
     from joindet.flows.pretrain import PlainSteps, pretrain_flow
     from joindet.flows.progress_bars import RichProgress
+    from joindet.flows.torchrun import record_scale, scale_summary
     from joindet.pipeline.pretrain import drive_pretrain
     from joindet.pipeline.schedule import RunPlan, check_resumable
 
     with run.lock():
         check_resumable(run)  # before any stage works: damaged versions, foreign checkpoints
+        scale = scale_summary(
+            run.config.train.batch_size, choice.train_nodes, choice.nproc_per_node, float(run.config.model.lr)
+        )
+        record_scale(run.path, scale)
+        if not quiet:
+            stderr(
+                f"training: world size {scale['world_size']} ({scale['nnodes']} node(s) x {scale['nproc_per_node']} "
+                f"process(es)), batch {scale['batch_per_process']} per process = global batch {scale['global_batch']}, "
+                f"lr {scale['lr']:g} kept as configured whatever the global batch"
+            )
         # A finished run (its store and checkpoints say so) is reported without starting Prefect,
         # whose temporary server costs more than the answer; the plain steps all skip.
         if not use_prefect or RunPlan(run).status().complete:
-            steps = PlainSteps(RichProgress(quiet=quiet), threads=choice.thread_count(), nproc_per_node=nproc_per_node)
+            steps = PlainSteps(
+                RichProgress(quiet=quiet), threads=choice.thread_count(), nproc_per_node=choice.nproc_per_node
+            )
             return drive_pretrain(run, steps).to_dict()
         prefect_environment()
-        from joindet.flows.runners import build_task_runner
+        from joindet.flows.runners import api_for_workers, build_task_runner
 
         configured = pretrain_flow.with_options(task_runner=build_task_runner(choice))
-        return configured(run_path=str(run.path), nproc_per_node=nproc_per_node, quiet=quiet, lock_held=True)
+        with api_for_workers(choice):
+            return configured(
+                run_path=str(run.path),
+                nproc_per_node=choice.nproc_per_node,
+                nnodes=choice.train_nodes,
+                train_on_workers=choice.train_on_workers,
+                quiet=quiet,
+                lock_held=True,
+            )
 
 
 def _finish(report: dict[str, Any], as_json: bool) -> None:
@@ -97,19 +114,16 @@ def pretrain_cmd(
     shards: int | None,
     force: bool,
     overrides: tuple[str, ...],
-    workers: int | None,
-    dask_address: str | None,
-    threads: int | None,
-    nproc_per_node: int,
     no_prefect: bool,
     quiet: bool,
     as_json: bool,
+    **runner: Any,
 ) -> None:
     """Pretrain a detector without labels; re-running the same command resumes it."""
     from joindet.pipeline.config import make_config
     from joindet.pipeline.run_dir import RunDir
 
-    choice = runner_choice(workers, dask_address, threads, no_prefect)
+    choice, overrides = runner_choice(overrides, no_prefect, **runner)
     extra = data_overrides(data_root, annotations)
     extra += [f"mine.shards={shards}"] if shards else []
     cfg = make_config(preset, dataset, list(overrides) + extra)
@@ -122,7 +136,7 @@ def pretrain_cmd(
     with RunDir.writer_lock(path):  # held from before run.json is touched to the end of the flow
         run = RunDir.create(path, cfg, force=force)
         with stdout_kept_for_json(as_json):
-            report = execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect)
+            report = execute_pretrain(run, choice, quiet, not no_prefect)
     _finish(report, as_json)
 
 
@@ -139,19 +153,16 @@ def resume_cmd(
     run_path: str,
     force: bool,
     overrides: tuple[str, ...],
-    workers: int | None,
-    dask_address: str | None,
-    threads: int | None,
-    nproc_per_node: int,
     no_prefect: bool,
     quiet: bool,
     as_json: bool,
+    **runner: Any,
 ) -> None:
     """Continue RUN with its own resolved config: finished stages are skipped by checking the store."""
     from joindet.pipeline.config import RunConfig, apply_overrides
     from joindet.pipeline.run_dir import RunDir
 
-    choice = runner_choice(workers, dask_address, threads, no_prefect)
+    choice, overrides = runner_choice(overrides, no_prefect, **runner)
     existing = RunDir.open(Path(run_path).absolute())
     cfg = RunConfig.from_dict(existing.config.to_dict())
     apply_overrides(cfg, list(overrides))
@@ -160,7 +171,7 @@ def resume_cmd(
     with RunDir.writer_lock(existing.path):  # held from before run.json is touched to the end of the flow
         run = RunDir.create(existing.path, cfg, force=force)
         with stdout_kept_for_json(as_json):
-            report = execute_pretrain(run, choice, nproc_per_node, quiet, not no_prefect)
+            report = execute_pretrain(run, choice, quiet, not no_prefect)
     _finish(report, as_json)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from joindet.flows.runners import RunnerChoice
+from joindet.flows.runners import CLUSTER_KINDS, RunnerChoice, RunnerError, split_cluster_options
 
 
 def prefect_environment() -> None:
@@ -39,19 +39,28 @@ def set_option(func: Callable) -> Callable:
 
 
 def runner_options(func: Callable) -> Callable:
-    """--workers / --dask-address / --threads / --nproc-per-node / --no-prefect."""
+    """Where the stages run: --cluster / --workers / --dask-address / --threads / --nodes /
+    --gpus-per-node / --nproc-per-node / --nnodes / --no-prefect (read with :func:`runner_choice`)."""
     opts = [
+        click.option(
+            "--cluster",
+            type=click.Choice(CLUSTER_KINDS),
+            default=None,
+            help="threads (default): a thread pool here; local: a Dask cluster of --workers processes; "
+            "cuda: one Dask worker per GPU (dask-cuda); slurm/pbs: --nodes jobs (dask-jobqueue, "
+            "queue/account/walltime/memory with --set cluster.KEY=VALUE or its config file).",
+        ),
         click.option(
             "--workers",
             type=click.IntRange(min=1),
             default=None,
-            help="Mine on a local Dask cluster of N worker processes (prefect-dask).",
+            help="Worker processes of a local (or cuda) Dask cluster; alone it means --cluster local.",
         ),
         click.option(
             "--dask-address",
             default=None,
             metavar="tcp://HOST:PORT",
-            help="Mine on an existing Dask cluster; the run directory must be shared storage.",
+            help="Run on an existing Dask cluster; the run directory and data root must be shared storage.",
         ),
         click.option(
             "--threads",
@@ -59,12 +68,26 @@ def runner_options(func: Callable) -> Callable:
             default=None,
             help="Threads of the default (thread-pool) runner; default: one per CPU core.",
         ),
+        click.option("--nodes", type=click.IntRange(min=1), default=None, help="slurm/pbs: jobs (nodes) to start."),
+        click.option(
+            "--gpus-per-node",
+            type=click.IntRange(min=0),
+            default=None,
+            help="slurm/pbs: GPUs, and Dask workers, per job (default 1; 0: CPU jobs of one worker).",
+        ),
         click.option(
             "--nproc-per-node",
             type=click.IntRange(min=1),
             default=1,
             show_default=True,
-            help="Train with torchrun on G processes (DDP: gloo on CPU, nccl on GPU).",
+            help="Train with torchrun on G processes per node (DDP: gloo on CPU, nccl on GPU).",
+        ),
+        click.option(
+            "--nnodes",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Train over N nodes: one torchrun agent per node in the Dask cluster's workers "
+            "(c10d rendezvous); world size N x --nproc-per-node. Default: --nodes on slurm/pbs, else 1.",
         ),
         click.option(
             "--no-prefect", is_flag=True, help="Run the same steps in this process without Prefect (no server, no UI)."
@@ -80,13 +103,22 @@ def output_options(func: Callable) -> Callable:
     return click.option("--quiet", "-q", is_flag=True, help="No progress bars; errors and the result only.")(func)
 
 
-def runner_choice(workers: int | None, dask_address: str | None, threads: int | None, no_prefect: bool) -> RunnerChoice:
-    choice = RunnerChoice(workers=workers, dask_address=dask_address, threads=threads)
+def runner_choice(
+    overrides: tuple[str, ...] | list[str], no_prefect: bool = False, **options: Any
+) -> tuple[RunnerChoice, list[str]]:
+    """The runner the :func:`runner_options` ask for, and the ``--set`` overrides that remain once
+    the ``cluster.KEY=VALUE`` ones (settings of the Slurm/PBS jobs) are taken out."""
+    rest, cluster_settings = split_cluster_options(overrides)
+    try:
+        choice = RunnerChoice(options=cluster_settings, **options)
+    except RunnerError as exc:
+        raise click.UsageError(str(exc)) from None
     if no_prefect and choice.uses_dask:
         raise click.UsageError(
-            "--workers/--dask-address run mining through Prefect's Dask task runner; drop --no-prefect."
+            "a Dask cluster (--cluster/--workers/--dask-address) runs the stages through Prefect's Dask task runner; "
+            "drop --no-prefect."
         )
-    return choice
+    return choice, rest
 
 
 @contextmanager

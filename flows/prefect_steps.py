@@ -1,7 +1,8 @@
 """The pretrain flow's steps as Prefect tasks: states, task runs and artifacts show in the UI.
 
 Mining maps ``mine_shard_task`` over the flow's task runner (threads, or Dask processes that
-receive only the run path, version and shard id). Progress bars follow the shards only on the
+receive only the run path, version and shard id). Training runs in the flow's process, under
+torchrun as its child, or as torchrun agents inside the Dask workers (``train_on_workers``). Progress bars follow the shards only on the
 thread runner, where the progress object lives in the same process.
 """
 
@@ -31,14 +32,24 @@ def artifact_key(run: RunDir, version: int) -> str:
 class PrefectSteps:
     """Each stage a Prefect task of the current flow run."""
 
-    def __init__(self, progress: Progress = NULL_PROGRESS, nproc_per_node: int = 1) -> None:
+    def __init__(
+        self,
+        progress: Progress = NULL_PROGRESS,
+        nproc_per_node: int = 1,
+        nnodes: int = 1,
+        train_on_workers: bool = False,
+    ) -> None:
         self.progress = progress
         self.nproc_per_node = nproc_per_node
+        self.nnodes = nnodes
+        self.train_on_workers = train_on_workers
 
     def init(self, run: RunDir) -> Any:
         return tasks.init_priors_task(run, progress=self.progress)
 
     def train(self, run: RunDir, end_epoch: int) -> Any:
+        if self.train_on_workers:
+            return tasks.train_cluster_task(str(run.path), end_epoch, self.nnodes, self.nproc_per_node)
         if self.nproc_per_node > 1:
             return tasks.train_torchrun_task(str(run.path), end_epoch, self.nproc_per_node)
         return tasks.train_task(run, end_epoch, progress=self.progress)

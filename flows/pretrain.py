@@ -62,18 +62,30 @@ class PlainSteps:
 
 @flow(name="joindet-pretrain", validate_parameters=False)
 def pretrain_flow(
-    run_path: str, nproc_per_node: int = 1, quiet: bool = False, lock_held: bool = False
+    run_path: str,
+    nproc_per_node: int = 1,
+    quiet: bool = False,
+    lock_held: bool = False,
+    nnodes: int = 1,
+    train_on_workers: bool = False,
 ) -> dict[str, Any]:
     """Prefect flow: pretrain (or resume) the run at ``run_path``; returns ``PretrainReport.to_dict()``.
 
     ``lock_held``: the caller (the CLI) already holds the run's writer lock; otherwise the flow
     takes it for its whole duration. The task runner is chosen with ``pretrain_flow.with_options``.
+    ``train_on_workers``: training runs as ``nnodes`` torchrun agents of ``nproc_per_node``
+    processes in the Dask cluster's workers (``flows.torchrun.train_on_cluster``).
     """
     from joindet.flows.prefect_steps import PrefectSteps
     from joindet.flows.progress_bars import RichProgress
 
     run = RunDir.open(run_path)
-    steps = PrefectSteps(progress=RichProgress(quiet=quiet), nproc_per_node=nproc_per_node)
+    steps = PrefectSteps(
+        progress=RichProgress(quiet=quiet),
+        nproc_per_node=nproc_per_node,
+        nnodes=nnodes,
+        train_on_workers=train_on_workers,
+    )
     if lock_held:
         return drive_pretrain(run, steps).to_dict()
     with run.lock():

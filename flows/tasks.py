@@ -36,6 +36,18 @@ def train_torchrun_task(run_path: str, end_epoch: int, nproc_per_node: int) -> N
     run_torchrun(run_path, end_epoch, nproc_per_node)
 
 
+@task(name="train-cluster", **_TASK)
+def train_cluster_task(run_path: str, end_epoch: int, nnodes: int, nproc_per_node: int) -> None:
+    """One torchrun agent per node in the flow's Dask workers (runs in the flow's process)."""
+    from joindet.flows.dask_runner import current_client
+    from joindet.flows.torchrun import train_on_cluster
+
+    client = current_client()
+    if client is None:
+        raise RuntimeError("training on the cluster's workers needs the flow to run on a Dask task runner")
+    train_on_cluster(client, run_path, end_epoch, nnodes, nproc_per_node)
+
+
 @task(name="mine_shard", task_run_name="mine v{version} shard {shard_id}", **_TASK)
 def mine_shard_task(run_path: str, version: int, shard_id: int, progress: Progress | None = None) -> Any:
     return stages.mine_shard(run_path, version, shard_id, progress=progress or NULL_PROGRESS)

@@ -50,3 +50,44 @@ def test_relative_run_dir_and_data_root_are_recorded_absolute(
     assert info["config"]["data"]["root"] == str(tiny_data)
     report = json.loads(result.stdout)
     assert report["run"] == str(tmp_path / "rel-run")
+
+
+@pytest.mark.parametrize(
+    "names, visible, devices",
+    [
+        # a LocalCluster on an 8-GPU node: worker i on GPU i, no two on one GPU
+        (list(range(8)), 8, [f"cuda:{i}" for i in range(8)]),
+        # dask-jobqueue's `dask worker --nworkers 4 --name SLURMCluster-3` on a 4-GPU node
+        ([f"SLURMCluster-3-{i}" for i in range(4)], 4, ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]),
+        # dask-cuda pins every worker to one visible GPU: each uses the one it sees
+        (["tcp://10.0.0.1:4001", "tcp://10.0.0.1:4002"], 1, ["cuda:0", "cuda:0"]),
+        # no GPU: CPU workers
+        ([0, 1], 0, ["cpu", "cpu"]),
+    ],
+)
+def test_gpu_placement_gives_each_worker_of_a_host_its_own_gpu(names: list, visible: int, devices: list) -> None:
+    from joindet.pipeline.distributed import worker_device, worker_local_index
+
+    assert [worker_device(worker_local_index(n), visible) for n in names] == devices
+
+
+def test_more_local_workers_than_gpus_are_refused() -> None:
+    from joindet.pipeline.distributed import check_workers_fit
+
+    check_workers_fit(8, 8)
+    check_workers_fit(16, 0)  # CPU workers share nothing
+    with pytest.raises(ValueError, match="at most 8 workers"):
+        check_workers_fit(9, 8)
+
+
+def test_one_process_sees_the_union_of_the_ranks_batches() -> None:
+    import torch
+
+    from joindet.pipeline.distributed import DistInfo, make_sampler
+
+    data, b, w = list(range(12)), 2, 2
+    single = list(make_sampler(data, DistInfo(), seed=3))  # type: ignore[arg-type]
+    ranks = [list(make_sampler(data, DistInfo(r, w, r, torch.device("cpu")), seed=3)) for r in range(w)]  # type: ignore[arg-type]
+    for step in range(len(data) // (b * w)):
+        union = sorted(i for r in ranks for i in r[step * b : (step + 1) * b])
+        assert union == sorted(single[step * b * w : (step + 1) * b * w])

@@ -51,3 +51,73 @@ def test_bad_choices_are_refused_with_a_sentence(kwargs: dict, words: str) -> No
 def test_thread_count_honours_the_request(n: int) -> None:
     assert RunnerChoice(threads=n).thread_count() == n
     assert not RunnerChoice(threads=n).uses_dask
+
+
+@pytest.mark.parametrize(
+    "kwargs, kind",
+    [
+        ({}, "threads"),
+        ({"workers": 2}, "local"),
+        ({"cluster": "local"}, "local"),
+        ({"cluster": "cuda"}, "cuda"),
+        ({"cluster": "slurm", "nodes": 2, "gpus_per_node": 8}, "slurm"),
+        ({"dask_address": "tcp://h:1"}, "address"),
+    ],
+)
+def test_the_cluster_kind_follows_the_options(kwargs: dict, kind: str) -> None:
+    assert RunnerChoice(**kwargs).kind == kind
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"cluster": "threads", "workers": 2}, "--threads"),
+        ({"cluster": "local", "dask_address": "tcp://h:1"}, "drop --cluster"),
+        ({"cluster": "local", "nodes": 2}, "--nodes sizes"),
+        ({"nnodes": 2}, "Dask cluster"),
+        ({"cluster": "local", "options": (("queue", "gpu"),)}, "cluster.*"),
+        ({"cluster": "slurm", "workers": 4}, "--nodes and --gpus-per-node"),
+        ({"cluster": "gpu"}, "choose one of"),
+    ],
+)
+def test_cluster_options_that_do_not_fit_are_refused(kwargs: dict, words: str) -> None:
+    with pytest.raises(RunnerError, match=words):
+        RunnerChoice(**kwargs)
+
+
+def test_slurm_starts_nodes_jobs_of_one_worker_per_gpu_and_trains_on_every_node() -> None:
+    from joindet.flows.runners import cluster_kwargs, split_cluster_options
+
+    rest, options = split_cluster_options(["train.batch_size=2", "cluster.queue=gpu", "cluster.walltime=04:00:00"])
+    assert rest == ["train.batch_size=2"]
+    choice = RunnerChoice(cluster="slurm", nodes=2, gpus_per_node=8, nproc_per_node=8, options=options)
+    cls, kw = cluster_kwargs(choice)
+    assert cls == "dask_jobqueue.SLURMCluster"
+    assert kw["processes"] == 8 and kw["n_workers"] == 16 and kw["job_extra_directives"] == ["--gres=gpu:8"]
+    assert kw["queue"] == "gpu" and kw["walltime"] == "04:00:00"
+    assert choice.train_nodes == 2 and choice.train_on_workers and choice.remote
+
+
+def test_slurm_job_script_asks_for_the_gpus(tmp_path) -> None:
+    jobqueue = pytest.importorskip("dask_jobqueue")
+    from joindet.flows.runners import cluster_kwargs
+
+    _, kw = cluster_kwargs(RunnerChoice(cluster="slurm", nodes=2, gpus_per_node=4, options=(("memory", "64GB"),)))
+    kw.pop("n_workers")  # scaling would call sbatch; the script alone is what we check
+    with jobqueue.SLURMCluster(**kw, log_directory=str(tmp_path)) as cluster:
+        script = cluster.job_script()
+    assert "#SBATCH --gres=gpu:4" in script and "--nworkers 4" in script
+
+
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails as when not installed
+    with pytest.raises(RunnerError, match=r"joindet\[cluster\]"):
+        build_task_runner(RunnerChoice(cluster="cuda"))
+
+
+def test_local_workers_get_the_gpu_placement_plugin() -> None:
+    from joindet.flows.dask_runner import ClusterTaskRunner
+
+    assert isinstance(build_task_runner(RunnerChoice(cluster="local", workers=2)), ClusterTaskRunner)
