@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from joindet.pipeline.config import SOURCE_KINDS
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
 from joindet.pipeline.run_dir import RunDir
 from joindet.pipeline.schedule import RunPlan, quarantine_failures
-from joindet.pipeline.stages.mine import shard_failures
+from joindet.pipeline.stages.mine import mining_stats, shard_failures
 from joindet.pipeline.stages.result import StageResult
 from joindet.priors import BoxSet, update_priors
+from joindet.priors.boxset import KIND_CODES
+from joindet.storage_schema import KINDS
 
 
 def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force: bool = False) -> StageResult:
@@ -60,8 +64,10 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
         progress.start(f"smooth v{version:04d}", None, unit="box")
         failed = shard_failures(run, version)
         quarantine_failures(run, failed)
-        staged = run.store.read_staged_kinds(version, ("region", "instance"))  # each shard file read once
-        current = BoxSet.concat([staged[k] for k in SOURCE_KINDS[p.source]])
+        every = run.store.read_staged_all(version)  # each shard file read once
+        staged = {k: every.of_kind(k) for k in ("region", "instance")}
+        current = current_boxes(every, staged, SOURCE_KINDS[p.source])
+        del every
         parent = earlier[-1]
         prev = run.store.read(parent, "smoothed")
         r0 = run.store.read(0, "smoothed") if p.update == "fixed" else None
@@ -75,6 +81,7 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
             min_score=p.min_score,
             max_per_image=p.max_per_image,
         ).with_kind("smoothed")
+        del current, r0  # only Box Smooth reads them: freed before the commit (memory at COCO scale)
         kinds = {k: bs for k, bs in staged.items() if k in SOURCE_KINDS[p.source] or len(bs)}
         manifest = run.store.commit(
             version,
@@ -82,7 +89,7 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
             parent=parent,
             checkpoint_digest=digests.pop(),
             config_digest=cfg.digest(),
-            extra_stats={"source": p.source, "update": p.update, "quarantined": len(failed)},
+            extra_stats={"source": p.source, "update": p.update, "quarantined": len(failed), **mining_stats(markers)},
             parent_smoothed=prev,
         )
         images = max(run.images().num_rows - run.quarantine().num_rows, 1)
@@ -96,3 +103,21 @@ def smooth(run: RunDir, version: int, progress: Progress = NULL_PROGRESS, force:
         }
         progress.end(summary)
         return StageResult("smooth", False, summary)
+
+
+def current_boxes(every: BoxSet, staged: dict[str, BoxSet], kinds: tuple[str, ...]) -> BoxSet:
+    """P^r_n ⊕ P^i_n: ``BoxSet.concat([staged[k] for k in kinds])`` (each image's boxes of the
+    first kind, then of the next), taken from ``every`` (all staged boxes, in shard-file order)
+    without a second concatenation and sort when its rows already come in that order (as
+    ``write_shard`` writes them); computed by the concatenation otherwise."""
+    if len(kinds) == 1:
+        return staged[kinds[0]]
+    rank = np.full(len(KINDS), len(kinds), np.int64)
+    rank[[KIND_CODES[k] for k in kinds]] = np.arange(len(kinds))
+    row_rank = rank[every.kinds]
+    chosen = every if (row_rank < len(kinds)).all() else every.select(row_rank < len(kinds))
+    r = rank[chosen.kinds]
+    same_image = chosen.image_ids[1:] == chosen.image_ids[:-1]
+    if (same_image & (r[1:] < r[:-1])).any():
+        return BoxSet.concat([staged[k] for k in kinds])
+    return chosen

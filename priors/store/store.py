@@ -261,12 +261,13 @@ class PriorStore:
     def read_staged_kinds(self, version: int, kinds: tuple[str, ...] = ("region", "instance")) -> dict[str, BoxSet]:
         """``read_staged`` of several kinds, reading (and checking) each shard file once."""
         check_kinds({k: BoxSet.empty() for k in kinds})
-        parts: dict[str, list[BoxSet]] = {k: [] for k in kinds}
-        for _, mk in sorted(self.staged_shards(version).items()):
-            shard = self._read_shard(version, mk)
-            for k in kinds:
-                parts[k].append(shard.of_kind(k))
-        return {k: BoxSet.concat(p) for k, p in parts.items()}
+        every = self.read_staged_all(version)
+        return {k: every.of_kind(k) for k in kinds}
+
+    def read_staged_all(self, version: int) -> BoxSet:
+        """Every staged box of ``version``, all kinds, sorted by image_id (stable: shard order, then
+        each shard file's row order); each shard file read and checked once."""
+        return BoxSet.concat(self._read_shard(version, mk) for _, mk in sorted(self.staged_shards(version).items()))
 
     def _valid_marker(self, version: int, shard_id: int, check_file: bool = True) -> ShardMarker | None:
         """The parsed marker of a shard, or None when missing, unparsable, of another shard or (with
