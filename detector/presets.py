@@ -37,6 +37,12 @@ class DetectorConfig:
     backbone: str = "resnet50"
     backbone_weights: str | None = None  # local file; None = random init (with a warning)
     freeze_backbone: bool = True  # the paper freezes the whole backbone
+    # Self-supervised pretraining of the backbone on the run's own images before init, when
+    # backbone_weights is not given (pipeline/ssl): method (simclr | dino), epochs, crop side in pixels.
+    backbone_pretrain: bool = False
+    backbone_pretrain_method: str = "simclr"
+    backbone_pretrain_epochs: int = 20
+    backbone_pretrain_size: int = 96
     # transformer
     num_feature_levels: int = 4
     d_model: int = 256
@@ -47,8 +53,10 @@ class DetectorConfig:
     dim_feedforward: int = 1024
     dropout: float = 0.1
     num_queries: int = 300
-    # Feature level whose encoder output is mined (``enc_features``): -1 the coarsest (C5, the
-    # paper's single-scale setting), 0 the finest (C3, stride 8). Small images want a finer grid.
+    # Feature level whose encoder output is mined (``enc_features``), an index into the levels
+    # (0 the finest; negative counts from the coarsest). The paper mines C5 (stride 32): with 4
+    # levels (C3, C4, C5, extra stride 64) that is index 2, see ``mined_level``. Small images want
+    # a finer grid (the tiny preset mines C3). The default, -1, is the coarsest level.
     attention_level: int = -1
     num_classes: int = 2
     head_hidden: int = 256  # hidden width of the f_box / f_emb MLPs (2 hidden layers)
@@ -124,7 +132,37 @@ class DetectorConfig:
         return replace(self, **changes)
 
 
-_PAPER = DetectorConfig()
+#: Stride in pixels of each backbone level the transformer reads (C3, C4, C5); levels beyond
+#: three are the extra stride-2 convolutions of Deformable DETR (64, 128).
+LEVEL_STRIDES = (8, 16, 32)
+
+
+def level_strides(num_feature_levels: int) -> tuple[int, ...]:
+    """Stride (pixels) of each transformer feature level, finest first.
+
+    1 level: C5 (32); 2: C4, C5; 3: C3-C5; 4: C3-C5 plus the extra stride-64 level.
+    """
+    n = num_feature_levels
+    used = LEVEL_STRIDES[3 - min(n, 3) :]
+    return tuple(used) + tuple(LEVEL_STRIDES[-1] * 2 ** (k + 1) for k in range(n - len(used)))
+
+
+def mined_level(cfg: DetectorConfig) -> dict[str, object]:
+    """The encoder level mined for eigen attention: ``{"index", "name", "stride"}``.
+
+    ``index`` is ``attention_level`` made non-negative; ``name`` is C3/C4/C5 or ``extra-64`` /
+    ``extra-128`` for the extra stride-2 levels; ``stride`` in pixels.
+    """
+    strides = level_strides(cfg.num_feature_levels)
+    index = cfg.attention_level % cfg.num_feature_levels
+    stride = strides[index]
+    name = {8: "C3", 16: "C4", 32: "C5"}.get(stride, f"extra-{stride}")
+    return {"index": index, "name": name, "stride": stride}
+
+
+# The paper: Deformable DETR, 4 levels (C3, C4, C5, extra stride 64), eigen attention of C5
+# (attention_level=2, stride 32; the paper computes the normalised cut on C5's tokens).
+_PAPER = DetectorConfig(attention_level=2)
 
 PRESETS: dict[str, DetectorConfig] = {
     # Fast on 2 CPU cores: used by tests and the CPU demo.
@@ -154,7 +192,7 @@ PRESETS: dict[str, DetectorConfig] = {
     ),
     "paper": _PAPER,
     # The paper's ablations: Deformable DETR single-scale (C5 only).
-    "paper-single-scale": replace(_PAPER, num_feature_levels=1),
+    "paper-single-scale": replace(_PAPER, num_feature_levels=1, attention_level=0),
 }
 
 
@@ -166,4 +204,14 @@ def get_preset(name: str) -> DetectorConfig:
         raise KeyError(f"unknown detector preset {name!r}; choose one of {', '.join(sorted(PRESETS))}.") from None
 
 
-__all__ = ["DetectorConfig", "PRESETS", "get_preset", "RESNET_CHANNELS", "EMB_TARGETS", "LOSSES"]
+__all__ = [
+    "DetectorConfig",
+    "PRESETS",
+    "get_preset",
+    "RESNET_CHANNELS",
+    "EMB_TARGETS",
+    "LOSSES",
+    "LEVEL_STRIDES",
+    "level_strides",
+    "mined_level",
+]

@@ -40,8 +40,9 @@ def random_crops(
 
 
 def selective_search(image: np.ndarray, max_boxes: int = 30, resize: int = 128) -> np.ndarray:
-    """DETReg-style priors: OpenCV selective search (fast mode) on the image resized so that its
-    longer side is ``resize`` pixels; the first ``max_boxes`` proposals.
+    """DETReg's priors: OpenCV selective search (fast mode) on the image resized to ``resize`` x
+    ``resize`` pixels (DETReg's ``res_size=128``, aspect ratio not kept); the first ``max_boxes``
+    proposals (DETReg's ``max_prop``, 30), in OpenCV's order.
 
     image: uint8 [H, W, 3] RGB. Returns float32 [N, 4] normalised xyxy (N <= max_boxes).
     Raises ImportError naming the extra to install when cv2.ximgproc is missing.
@@ -50,9 +51,7 @@ def selective_search(image: np.ndarray, max_boxes: int = 30, resize: int = 128) 
         raise ImportError(SELECTIVE_SEARCH_HINT)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [H, W, 3] RGB, got {image.dtype} {list(image.shape)}")
-    h, w = image.shape[:2]
-    scale = resize / max(h, w)
-    rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
+    rw = rh = int(resize)
     small = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), (rw, rh), interpolation=cv2.INTER_AREA)
     ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     ss.setBaseImage(small)

@@ -6,8 +6,10 @@
   ``iou_thr``, plus all current priors.
 - ``fixed``: R_n = R_0 (DETReg keeps its selective-search boxes all along).
 
-Every strategy returns kind "smoothed" with coordinates clipped to [0, 1], then applies
-``min_score`` and ``max_per_image`` (highest scores kept) the same way.
+Every strategy returns kind "smoothed" with coordinates clipped to [0, 1]; every strategy but
+``fixed`` then applies ``min_score`` and ``max_per_image`` (highest scores kept) the same way.
+``fixed`` returns R_0 whole: v0's smoothed boxes got their source's floor and cap when they were
+committed (pipeline/stages/init_priors.py), e.g. exactly ``priors.random_crops`` random crops.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def update_priors(
     elif strategy == "fixed":
         if r0 is None:
             raise ValueError("update strategy 'fixed' needs r0 (the v0000 priors); pass r0=store.read(0)")
-        out = r0
+        return _finish(r0, -np.inf, None)
     else:
         raise ValueError(f"unknown prior update strategy {strategy!r}; set priors.update to one of {list(STRATEGIES)}")
     return _finish(out, min_score, max_per_image)

@@ -40,8 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from joindet.detector.backbone import STRIDES
-from joindet.detector.presets import DetectorConfig
+from joindet.detector.presets import DetectorConfig, level_strides, mined_level
 from joindet.pipeline.config import MODEL_SOURCES, SOURCE_KINDS
 from joindet.pipeline.data import ImageLoadError
 from joindet.pipeline.model_loading import (
@@ -87,6 +86,11 @@ def mine(
             done = plan.done_shards(version)
             return StageResult("mine", True, {"version": version, "shards_done": len(done), "shards": num_shards})
         _check_checkpoint(run, version)
+        if run.config.priors.source in MODEL_SOURCES:
+            level = mined_level(run.config.model)
+            progress.log(
+                f"mine v{version:04d}: eigen attention of encoder level {level['name']} (stride {level['stride']})"
+            )
         t0 = time.perf_counter()
         results = [mine_shard(str(run.path), version, s, progress) for s in todo]
         failed = [f for r in results for f in r.failed]
@@ -137,8 +141,11 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
         "threads": INFERENCE_THREADS,
     }
     if source in MODEL_SOURCES:
+        meta["mined_level"] = mined_level(cfg.model)
         with fixed_threads(INFERENCE_THREADS):
-            kinds, failed, meta["checkpoint_digest"] = _mine_with_model(run, version, shard_id, ids, skip, progress)
+            kinds, failed, meta["checkpoint_digest"], meta["maps"] = _mine_with_model(
+                run, version, shard_id, ids, skip, progress
+            )
     elif source == "region0":
         r0 = run.store.read(0, "region")
         kinds = {"region": r0.select(np.isin(r0.image_ids, ids))}
@@ -162,6 +169,17 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
     )
 
 
+def mining_stats(markers: dict) -> dict:
+    """Manifest statistics of a version from its shard markers: the mined encoder level and the
+    share of degenerate (all-zero) attention maps over the mined images; {} for baseline sources."""
+    metas = [m.meta for _, m in sorted(markers.items()) if "maps" in m.meta]
+    if not metas:
+        return {}
+    maps = sum(int(m["maps"][0]) for m in metas)
+    degenerate = sum(int(m["maps"][1]) for m in metas)
+    return {"mined_level": metas[0]["mined_level"], "degenerate_maps": round(degenerate / max(maps, 1), 6)}
+
+
 def shard_failures(run: RunDir, version: int) -> list[tuple[int, str, str]]:
     """``(image_id, file, reason)`` of images the staged shards of ``version`` could not load."""
     out = []
@@ -173,7 +191,8 @@ def shard_failures(run: RunDir, version: int) -> list[tuple[int, str, str]]:
 # ---------------------------------------------------------------------- model sources
 def _mine_with_model(
     run: RunDir, version: int, shard_id: int, ids: np.ndarray, skip: frozenset[int], progress: Progress
-) -> tuple[dict[str, BoxSet], list[tuple[int, str, str]], str]:
+) -> tuple[dict[str, BoxSet], list[tuple[int, str, str]], str, list[int]]:
+    """(kinds, failed images, checkpoint digest, [maps computed, degenerate maps])."""
     cfg = run.config
     p = cfg.priors
     ckpt = run.checkpoint_path(version - 1)
@@ -186,6 +205,7 @@ def _mine_with_model(
     # foreground prediction (the "predictions" baseline).
     t = 0.0 if p.source == "predictions" else p.instance_t
     regions, instances = [], []
+    counts = [0, 0]  # attention maps computed, degenerate (all-zero) maps among them
     maps_out = _attention_maps(run, version).writer(ids) if cfg.mine.save_attention else None
 
     def post(image_ids: np.ndarray, out: dict) -> int:
@@ -194,6 +214,8 @@ def _mine_with_model(
             valid = out["enc_valid"]
             tokens = centre_tokens(out["enc_features"], valid) if p.centre_tokens else out["enc_features"]
             maps = eigen_attention(tokens, valid, tau=p.tau, eps=p.eps)
+            counts[0] += len(image_ids)
+            counts[1] += int((maps.flatten(1).abs().amax(1) == 0).sum())
             if want_region:
                 bidx, boxes, scores = region_priors(
                     maps, valid, connectivity=p.connectivity, min_cells=p.min_cells, max_boxes=p.max_region_boxes
@@ -229,7 +251,7 @@ def _mine_with_model(
     if want_instance:
         kinds["instance"] = BoxSet.concat(instances).with_kind("instance")
     progress.end({"shard": shard_id, **{k: len(v) for k, v in kinds.items()}})
-    return kinds, batches.failed, file_digest(ckpt)
+    return kinds, batches.failed, file_digest(ckpt), counts
 
 
 def _selective_search(
@@ -284,11 +306,9 @@ def attention_map_side(mcfg: DetectorConfig) -> int:
     """Most cells on a side of the mined encoder level: images are at most ``max_size`` pixels a
     side, padded to a multiple of the C5 stride; level ``attention_level`` has stride 8/16/32 (C3-C5)
     or 64, 128 (the extra stride-2 levels), each rounding up."""
-    n = mcfg.num_feature_levels
-    used = list(STRIDES[3 - min(n, 3) :])
-    strides = used + [STRIDES[-1] * 2 ** (k + 1) for k in range(n - len(used))]
-    stride = strides[mcfg.attention_level % n]
-    padded = math.ceil(mcfg.max_size / STRIDES[-1]) * STRIDES[-1]
+    stride = mined_level(mcfg)["stride"]
+    c5 = level_strides(3)[-1]
+    padded = math.ceil(mcfg.max_size / c5) * c5
     return math.ceil(padded / stride)
 
 

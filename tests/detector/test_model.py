@@ -109,7 +109,7 @@ def test_presets_follow_the_issue() -> None:
         tiny.num_queries,
         tiny.emb_target,
     ) == ("resnet18", 3, 64, 2, 2, 100, "roi_align")
-    assert tiny.attention_level == 0 and paper.attention_level == -1
+    assert tiny.attention_level == 0 and paper.attention_level == 2  # C3 and C5 (stride 32)
     assert (
         paper.backbone,
         paper.num_feature_levels,

@@ -299,5 +299,5 @@ def test_attention_map_side_bounds_the_mined_level() -> None:
 
     assert attention_map_side(tiny_config().model) == 16  # 128 px, stride 8 (the test maps are 16 x 16)
     assert attention_map_side(get_preset("tiny")) == 24  # 192 px, stride 8
-    assert attention_map_side(get_preset("paper")) == 21  # 1333 -> 1344 px, stride 64 (4th level)
+    assert attention_map_side(get_preset("paper")) == 42  # 1333 -> 1344 px, C5 (stride 32) of 4 levels
     assert attention_map_side(get_preset("paper-single-scale")) == 42  # C5, stride 32
