@@ -420,7 +420,15 @@ def restore_cmd(run_path: str, version: int, name: str | None, list_only: bool) 
 @priors_group.command("plot")
 @_RUN
 @version_option()
-@click.option("--image", "image_id", type=int, required=True)
+@click.option("--image", "image_list", type=int, multiple=True, help="An image_id to draw (repeatable).")
+@click.option("--image-ids", default=None, metavar="ID,ID,...", help="Image ids to draw, comma-separated.")
+@click.option(
+    "--images",
+    "num_images",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Draw the first N images of the run's index [default: 4 when no id is given].",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
 @click.option(
     "--data-root",
@@ -429,14 +437,47 @@ def restore_cmd(run_path: str, version: int, name: str | None, list_only: bool) 
     help="Image root (default: the run's config data.root).",
 )
 @click.option("--kind", "kinds", type=click.Choice(KINDS), multiple=True, help="Kinds to draw (default: all).")
+@click.option(
+    "--max-boxes",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Highest-scoring boxes drawn per kind and image (the titles give every count).",
+)
+@click.option("--no-gt", is_flag=True, help="Do not draw the dataset's ground truth.")
 @clean_errors
 def plot_cmd(
-    run_path: str, version: int | None, image_id: int, output: str, data_root: str | None, kinds: tuple[str, ...]
+    run_path: str,
+    version: int | None,
+    image_list: tuple[int, ...],
+    image_ids: str | None,
+    num_images: int | None,
+    output: str,
+    data_root: str | None,
+    kinds: tuple[str, ...],
+    max_boxes: int,
+    no_gt: bool,
 ) -> None:
-    """Draw one image with its boxes by kind and, where stored, the eigen attention map."""
-    from joindet.flows.priors_plot import plot_image_priors
+    """Draw a grid of images with their boxes by kind (each its own line style, scores written),
+    the ground truth when the run's dataset has it, and the eigen attention map where stored."""
+    from joindet.flows.priors_plot import plot_priors_grid, run_ground_truth
 
     store = open_store(run_path)
     v = pick_version(store, version)
-    path = plot_image_priors(store, v, image_id, Path(output), data_root, list(kinds) or None)
-    click.echo(f"wrote {path}")
+    ids = list(image_list)
+    if image_ids:
+        try:
+            ids += [int(x) for x in image_ids.split(",") if x.strip()]
+        except ValueError:
+            raise click.BadParameter(
+                f"{image_ids!r} is not a comma-separated list of ids", param_hint="--image-ids"
+            ) from None
+    if num_images is not None or not ids:
+        ids += [int(i) for i in read_images_table(run_path).column("image_id").to_pylist()[: num_images or 4]]
+    gt = None if no_gt else run_ground_truth(run_path)
+    path = plot_priors_grid(
+        store, v, list(dict.fromkeys(ids)), Path(output), data_root, list(kinds) or None, gt, max_boxes
+    )
+    click.echo(
+        f"wrote {path} ({len(dict.fromkeys(ids))} images of v{v:04d}{'' if gt is None else ', with ground truth'})"
+    )
