@@ -19,7 +19,8 @@ thread while the next batch loads and runs through the model, so these parts ove
 pass and need not add up to ``mine_s - forward_s``: the wall-time ratio reaches 1 only where a
 core is free for the helper thread. ``cpu_ratio`` compares the CPU seconds of both sides (all
 threads): the work mining adds, whatever the overlap. ``--threads`` (default 1) is torch's thread
-count for both sides. Example: ``python benchmarks/bench_mine.py --images 64 --reps 5``.
+count outside the stage; mining holds it at ``model_loading.INFERENCE_THREADS`` (1), and so does
+the forward-only side. Example: ``python benchmarks/bench_mine.py --images 64 --reps 5``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from joindet.detector import build_model
 from joindet.pipeline.checkpoints import save_checkpoint
 from joindet.pipeline.config import make_config
 from joindet.pipeline.data import generate_synthetic, open_dataset
-from joindet.pipeline.model_loading import checkpoint_model, resolve_device
+from joindet.pipeline.model_loading import INFERENCE_THREADS, checkpoint_model, fixed_threads, resolve_device
 from joindet.pipeline.run_dir import RunDir
 from joindet.pipeline.schedule import RunPlan
 from joindet.pipeline.stages.image_batches import ImageBatches
@@ -146,13 +147,13 @@ class Split:
 
 
 def forward_only(run: RunDir) -> None:
-    """The shard's images through the model alone, as mining batches them."""
+    """The shard's images through the model alone, as mining batches them (and at its thread count)."""
     cfg = run.config
     device = resolve_device(cfg.mine.device)
     model = checkpoint_model(cfg, run.checkpoint_path(VERSION - 1), device)
     ids = RunPlan(run).shards()[0]
     batches = ImageBatches(run.dataset(), ids, cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size)
-    with torch.inference_mode():
+    with fixed_threads(INFERENCE_THREADS), torch.inference_mode():
         for batch in batches:
             model(batch.images.to(device), batch.pad_mask.to(device))
 
@@ -218,6 +219,7 @@ def main() -> None:
                     "image_size": args.size,
                     "batch_size": args.batch_size,
                     "threads": torch.get_num_threads(),
+                    "mining_threads": INFERENCE_THREADS,
                     "reps": args.reps,
                     "attention_maps": True,
                     "attention_files": len(files),
