@@ -17,6 +17,7 @@ _LAZY: dict[str, str] = {
     "PRESETS": "presets",
     "get_preset": "presets",
     "JoinDetModel": "model",
+    "RandomBackboneWarning": "model",
     "build_model": "model",
     "HungarianMatcher": "matcher",
     "build_matcher": "matcher",

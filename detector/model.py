@@ -136,15 +136,25 @@ class JoinDetModel(nn.Module):
         return out
 
 
-def build_model(cfg: DetectorConfig) -> JoinDetModel:
-    """The detector for ``cfg``; loads ``cfg.backbone_weights`` when set, else warns."""
+class RandomBackboneWarning(UserWarning):
+    """The backbone is randomly initialised (no ``backbone_weights``) and nothing loads weights
+    into it afterwards. Raised from one place (``build_model``), so Python shows it once per
+    process; the command line prints it as one line without a source line."""
+
+
+def build_model(cfg: DetectorConfig, warn_random_backbone: bool = True) -> JoinDetModel:
+    """The detector for ``cfg``; loads ``cfg.backbone_weights`` when set, else warns
+    (``RandomBackboneWarning``) unless ``warn_random_backbone`` is False: the caller loads every
+    weight from a checkpoint next."""
     model = JoinDetModel(cfg)
     if cfg.backbone_weights:
         load_backbone_weights(model, cfg.backbone_weights)
-    else:
+    elif warn_random_backbone:
         warnings.warn(
             f"DetectorConfig.backbone_weights is not set: the {cfg.backbone} backbone is randomly "
-            "initialised, so region priors will be poor; set it to a SwAV/DINO/torchvision file.",
-            stacklevel=2,
+            "initialised, so region priors will be poor; set it to a SwAV/DINO/torchvision file "
+            "(--set model.backbone_weights=FILE).",
+            RandomBackboneWarning,
+            stacklevel=1,
         )
     return model

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from joindet.flows.cli_data import data
+from joindet.flows.cli_errors import concise_warnings
 from joindet.flows.cli_eval import eval_group
 from joindet.flows.cli_export import export_group
 from joindet.flows.cli_flow import flow_group
@@ -37,6 +38,7 @@ def main() -> None:
     """
     # Before any command imports prefect, which reads its settings when imported.
     prefect_environment()
+    concise_warnings()
 
 
 main.add_command(flow_group)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,3 +56,20 @@ def clean_errors(func: F) -> F:
             raise click.ClickException(one_line(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def concise_warnings() -> None:
+    """joindet's random-backbone warning (``detector.model.RandomBackboneWarning``) once per
+    process, as one ``warning: ...`` line on stderr without Python's source-line echo; every
+    other warning is shown as Python shows it. Matched by name: importing the detector would
+    load torch before any command needs it."""
+    warnings.filterwarnings("once", message="DetectorConfig.backbone_weights is not set")
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None):
+        if category.__name__ == "RandomBackboneWarning":
+            click.echo(f"warning: {message}", err=True)
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show

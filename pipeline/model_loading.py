@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,9 +113,7 @@ def _build_initial(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
 def _build_from_checkpoint(cfg: RunConfig, path: Path, device: torch.device) -> torch.nn.Module:
     # Every weight comes from the checkpoint: skip loading backbone files and the warning about
     # their absence.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = build_model(cfg.model.with_(backbone_weights=None))
+    model = build_model(cfg.model.with_(backbone_weights=None), warn_random_backbone=False)
     state = load_model_state(path)
     # Training keeps the frozen backbone inside the model's state dict, so the checkpoint alone
     # reproduces the model; strict loading catches a checkpoint of another preset early.

@@ -118,7 +118,9 @@ def _finetune(
     ckpt_dir = out.path / "checkpoints"
     last = latest_epoch(ckpt_dir)
     start = 0 if last is None else last + 1
-    model = build_model(mcfg)
+    # Weights come from the pretrained checkpoint (init) or this run's last one (resume): the
+    # random-backbone warning applies only to the backbone-only baseline's first start.
+    model = build_model(mcfg, warn_random_backbone=start == 0 and init is None)
     if start == 0 and init is not None:
         load_pretrained(model, init)
     parts = build_train_parts(cfg, info, model_cfg=mcfg, with_embeddings=False, model=model)
