@@ -84,10 +84,15 @@ def test_status_of_a_new_run_is_all_pending_with_the_next_command(fresh_run) -> 
 def test_stage_defaults_follow_the_schedule(fresh_run) -> None:
     assert RunPlan(fresh_run).next_version() == 2  # blocks [0,2) [2,4) [4,5): versions 0, 2, 4
     assert RunPlan(fresh_run).next_train_end() == 2
+    import torch
+
+    from joindet.pipeline.checkpoints import save_checkpoint
+
     ckpt = fresh_run.checkpoint_path(2)
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"")  # only its name matters to the schedule
+    save_checkpoint(ckpt, model=torch.nn.Linear(1, 1), epoch=2, config_digest=fresh_run.config.digest())
     assert RunPlan(fresh_run).next_train_end() == 4
+    ckpt.write_bytes(b"")  # a checkpoint that does not verify is not trained
+    assert RunPlan(fresh_run).next_train_end() == 2
 
 
 def test_default_run_dir_names_dataset_preset_and_time() -> None:
