@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from joindet.flows.cli_backbone import backbone_group
 from joindet.flows.cli_data import data
 from joindet.flows.cli_errors import concise_warnings
 from joindet.flows.cli_eval import eval_group
@@ -49,6 +50,7 @@ main.add_command(priors_group)
 main.add_command(data)
 main.add_command(report_cmd)
 main.add_command(export_group)
+main.add_command(backbone_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -131,6 +131,9 @@ def pretrain_cmd(
         # Workers on other machines open the data root too: never a path relative to this shell.
         cfg.data.root = os.path.abspath(cfg.data.root)
     path = (Path(run_dir) if run_dir else default_run_dir(dataset, preset)).absolute()
+    from joindet.pipeline.ssl.stage import plan_backbone_pretrain
+
+    plan_backbone_pretrain(cfg, path)  # model.backbone_pretrain: the weights file the run trains first
     if not quiet:
         stderr(f"run directory: {path}  (mining on {choice.describe()})")
     with RunDir.writer_lock(path):  # held from before run.json is touched to the end of the flow

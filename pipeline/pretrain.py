@@ -99,6 +99,13 @@ def drive_pretrain(run: RunDir, steps: Steps, evaluate: bool | None = None) -> P
         evaluate = run.config.eval.priors and has_ground_truth(run)
     report = PretrainReport(run=str(run.path))
 
+    if run.config.model.backbone_pretrain:  # self-supervised backbone weights, before anything reads them
+        from joindet.pipeline.ssl.stage import backbone_pretrain_pending, pretrain_run_backbone
+
+        if backbone_pretrain_pending(run):
+            with step(run.path, "backbone pretrain"):
+                pretrain_run_backbone(run, getattr(steps, "progress", None))
+
     v0 = VersionReport(version=0, committed_now=0 not in plan.committed())
     with step(run.path, "init v0000"):
         v0.statistics = _summary(steps.init(run))
