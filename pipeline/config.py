@@ -114,9 +114,20 @@ class EvalConfig:
 
 @dataclass
 class FinetuneConfig:
+    """Supervised finetuning as DETReg does it (pipeline/stages/finetune.py, docs/ablations.md)."""
+
     fraction: float = 1.0
-    seed: int = 42
-    epochs: int = 50
+    seed: int = 42  # low-data subset: default_rng(seed) (seeds 42, 43, 44 for mean and spread)
+    # 0: DETReg's schedule for the fraction (1 %: 2000 epochs, 10 %: 400, full: 50 with the lr
+    # dropped at 40), times epoch_scale, rounded up (finetune_schedule); > 0: these epochs.
+    epochs: int = 0
+    lr_drop: int = 0  # 0: DETReg's drop for the fraction (scaled), or no drop when epochs is given
+    epoch_scale: float = 1.0  # the tiny preset uses 0.01
+    lr: float = 2e-4
+    lr_backbone: float = 2e-5
+    train_backbone: bool = True  # DETReg trains the backbone when finetuning
+    augment: str = "detr"  # detr (DETR's flip/resize/crop) | jitter (pretraining's large-scale jittering)
+    top_k: int = 100  # detections per image: the best (query, class) pairs
 
 
 @dataclass
@@ -170,6 +181,10 @@ class RunConfig:
             )
         if not 0.0 < self.finetune.fraction <= 1.0:
             raise ConfigError(f"finetune.fraction={self.finetune.fraction} must lie in (0, 1]")
+        if self.finetune.augment not in ("detr", "jitter"):
+            raise ConfigError(f"finetune.augment={self.finetune.augment!r}; choose detr or jitter")
+        if self.finetune.epochs < 0 or self.finetune.lr_drop < 0 or self.finetune.epoch_scale <= 0:
+            raise ConfigError("finetune.epochs and finetune.lr_drop must be >= 0 and finetune.epoch_scale > 0")
         return self
 
 
@@ -215,6 +230,8 @@ def make_config(
         cfg.priors.instance_min_score = 0.3
         # 160 px images: shrinking them to 0.1x leaves objects of a few pixels to learn from.
         cfg.train.jitter = (0.8, 1.2)
+        # DETReg's finetune epochs x 0.01 on CPU (1 %: 20, 10 %: 4, full: 1; docs/ablations.md).
+        cfg.finetune.epoch_scale = 0.01
     elif cfg.data.dataset == "imagenet":
         # ImageNet: 5 epochs, priors updated every epoch (paper, section 4.1).
         cfg.schedule = ScheduleConfig(epochs=5, update_every=1)

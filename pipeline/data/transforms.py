@@ -162,6 +162,73 @@ class TrainTransform:
         return to_tensor(out), box_convert(norm, "xyxy", "cxcywh"), torch.from_numpy(keep.astype(np.int64))
 
 
+#: DETR's training scales (shorter side, pixels) at full size, its crop branch's pre-resize sizes
+#: and crop side range; :class:`DetrTransform` scales them by ``max(sizes) / 800``.
+DETR_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
+DETR_CROP_RESIZE = (400, 500, 600)
+DETR_CROP_SIDE = (384, 600)
+
+
+class DetrTransform:
+    """DETR's training augmentation (used by DETReg's finetuning), not large-scale jittering.
+
+    Horizontal flip (p = 0.5), then with p = 0.5 either a resize of the shorter side to one of
+    ``sizes`` (longer side capped at ``max_size``), or: shorter side to one of the crop-branch
+    sizes, a random crop with sides uniform in the crop range (capped by the image), boxes cut to
+    it, then the resize to one of ``sizes``. The crop-branch sizes and range are DETR's 400/500/600
+    and 384-600 at an 800-pixel scale, multiplied by ``max(sizes) / 800`` for smaller presets.
+    Boxes narrower or lower than ``min_box_size`` output pixels are dropped.
+
+    ``__call__(image uint8 [H, W, 3], boxes [n, 4] normalised xyxy, rng)`` returns ``(image
+    float32 [3, h, w], boxes float32 [m, 4] normalised cxcywh of the output, keep int64 [m])``.
+    """
+
+    def __init__(self, sizes: Sequence[int], max_size: int, flip: float = 0.5, min_box_size: float = 2.0) -> None:
+        if not sizes:
+            raise ValueError("DetrTransform needs at least one training size")
+        self.sizes = tuple(int(s) for s in sizes)
+        self.max_size, self.flip, self.min_box_size = int(max_size), float(flip), float(min_box_size)
+        f = max(self.sizes) / DETR_SCALES[-1]
+        self.crop_resize = tuple(max(1, round(s * f)) for s in DETR_CROP_RESIZE)
+        self.crop_side = tuple(max(1, round(s * f)) for s in DETR_CROP_SIDE)
+
+    def __call__(
+        self, image: np.ndarray, boxes: np.ndarray | torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        _check_image(image)
+        b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes)
+        b = b.astype(np.float64).reshape(-1, 4)
+        keep = np.arange(len(b))
+        flip = rng.random() < self.flip
+        if rng.random() < 0.5:  # crop branch
+            s = self.crop_resize[int(rng.integers(len(self.crop_resize)))]
+            h1, w1 = resized_shape(image.shape[0], image.shape[1], s, 1 << 30)
+            ch = int(rng.integers(min(self.crop_side[0], h1), min(h1, self.crop_side[1]) + 1))
+            cw = int(rng.integers(min(self.crop_side[0], w1), min(w1, self.crop_side[1]) + 1))
+            y0, x0 = int(rng.integers(0, h1 - ch + 1)), int(rng.integers(0, w1 - cw + 1))
+            win = np.array([x0 / w1, y0 / h1, (x0 + cw) / w1, (y0 + ch) / h1])
+            H, W = image.shape[:2]
+            iy0, iy1 = int(round(win[1] * H)), max(int(round(win[3] * H)), int(round(win[1] * H)) + 1)
+            ix0, ix1 = int(round(win[0] * W)), max(int(round(win[2] * W)), int(round(win[0] * W)) + 1)
+            image = image[iy0:iy1, ix0:ix1]
+            span = np.array([win[2] - win[0], win[3] - win[1]] * 2)
+            b = np.clip((b - np.array([win[0], win[1]] * 2)) / span, 0.0, 1.0)
+            inside = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+            b, keep = b[inside], keep[inside]
+        s = self.sizes[int(rng.integers(len(self.sizes)))]
+        oh, ow = resized_shape(image.shape[0], image.shape[1], s, self.max_size)
+        out = _resize(np.ascontiguousarray(image), oh, ow)
+        px = b * np.array([ow, oh, ow, oh])
+        big = (px[:, 2] - px[:, 0] >= self.min_box_size) & (px[:, 3] - px[:, 1] >= self.min_box_size)
+        px, keep = px[big], keep[big]
+        if flip:
+            out = out[:, ::-1]
+            px = np.stack([ow - px[:, 2], px[:, 1], ow - px[:, 0], px[:, 3]], axis=1).reshape(-1, 4)
+        norm = torch.from_numpy((px / np.array([ow, oh, ow, oh])).astype(np.float32)).reshape(-1, 4)
+        out = np.ascontiguousarray(out)
+        return to_tensor(out), box_convert(norm, "xyxy", "cxcywh"), torch.from_numpy(keep.astype(np.int64))
+
+
 def collate(images: Sequence[torch.Tensor], stride: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ``[3, h_i, w_i]`` images into ``batch [B, 3, H, W]`` padded with zeros bottom/right
     to the largest size rounded up to a multiple of ``stride``; ``pad_mask [B, H, W]`` bool is

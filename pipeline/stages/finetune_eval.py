@@ -16,7 +16,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from joindet.detector import postprocess
+from joindet.detector.postprocess import detections
 from joindet.pipeline.stages.image_batches import ImageBatches
 from joindet.priors import BoxSet
 
@@ -76,6 +76,7 @@ def detect(
 
     Images are resized deterministically (shorter side ``size``); predicted boxes, fractions of
     the valid image, are fractions of the original too, so they scale by the index's width/height.
+    Each image keeps its ``top_k`` best (query, class) pairs (``detector.postprocess.detections``).
     """
     model.eval()
     sizes = {
@@ -84,7 +85,7 @@ def detect(
     }
     out: list[dict[str, Any]] = []
     for batch in ImageBatches(dataset, np.asarray(image_ids, np.int64), size, max_size, batch_size):
-        preds = postprocess(model(batch.images.to(device), batch.pad_mask.to(device)), top_k=top_k)
+        preds = detections(model(batch.images.to(device), batch.pad_mask.to(device)), top_k=top_k)
         for image_id, p in zip(batch.image_ids.tolist(), preds):
             w, h = sizes[image_id]
             b = p["boxes"].cpu().numpy() * np.array([w, h, w, h], np.float32)
