@@ -15,8 +15,9 @@ Four parts, each the code path the pipeline runs:
   ``--size`` px (encoder-shaped call, batch 2) in float16 and bfloat16 against float32: largest
   absolute and relative error, time of each (a dtype the device cannot run is reported as such).
 
-``--device cpu --smoke`` runs the same code at a tiny size (128 px, 2 steps, 4 mining images) so
-the script is known to work before a GPU is at hand (well under 2 minutes on a CPU).
+``--device cpu --smoke`` runs the same code at a tiny size (128 px, 1 timed step, 2 mining images)
+so the script is known to work before a GPU is at hand (about 30 s on this project's 2-core CPU
+when it is quiet; a few minutes when other jobs load it).
 
     python benchmarks/gpu_check.py                   # on a CUDA machine
     python benchmarks/gpu_check.py --device cpu --smoke
@@ -226,8 +227,8 @@ def main() -> None:
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--size", type=int, default=None, help="image side, pixels (800; smoke 128)")
     parser.add_argument("--batch", type=int, default=None, help="training and mining batch (2; smoke 2)")
-    parser.add_argument("--steps", type=int, default=None, help="timed training steps (10; smoke 2)")
-    parser.add_argument("--mine-images", type=int, default=None, help="images mined (32; smoke 4)")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps (10; smoke 1)")
+    parser.add_argument("--mine-images", type=int, default=None, help="images mined (32; smoke 2)")
     parser.add_argument("--reps", type=int, default=None, help="repeats of mining and of the op (3; smoke 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch's default; smoke 1)")
     args = parser.parse_args()
@@ -237,8 +238,8 @@ def main() -> None:
     smoke = args.smoke
     size = args.size or (128 if smoke else 800)
     batch = args.batch or 2
-    steps = args.steps or (2 if smoke else 10)
-    mine_images = args.mine_images or (4 if smoke else 32)
+    steps = args.steps or (1 if smoke else 10)
+    mine_images = args.mine_images or (2 if smoke else 32)
     reps = args.reps or (1 if smoke else 3)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
