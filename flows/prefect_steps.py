@@ -8,6 +8,7 @@ thread runner, where the progress object lives in the same process.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -24,9 +25,62 @@ from joindet.pipeline.run_dir import RunDir
 
 
 def artifact_key(run: RunDir, version: int) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes: ``<run-name>-v0002``."""
+    """``<run-name>-<8 hex of the run's absolute path>-v0002``: unique per run (two runs in folders
+    of the same name differ by the path digest), in the lowercase letters, digits and dashes that
+    Prefect artifact keys allow."""
     name = re.sub(r"[^a-z0-9-]+", "-", run.path.name.lower()).strip("-") or "run"
-    return f"{name}-v{version:04d}"
+    digest = hashlib.sha256(str(run.path.absolute()).encode()).hexdigest()[:8]
+    return f"{name}-{digest}-v{version:04d}"
+
+
+def run_labels(run: RunDir) -> dict[str, Any]:
+    """The resolved configuration's main fields, as the flow run's ``config`` parameter in the UI."""
+    cfg = run.config
+    return {
+        "run_dir": str(run.path),
+        "dataset": cfg.data.dataset,
+        "preset": cfg.preset,
+        "source": cfg.priors.source,
+        "update": cfg.priors.update,
+        "epochs": cfg.schedule.epochs,
+        "update_every": cfg.schedule.update_every,
+    }
+
+
+def run_tags(run: RunDir) -> list[str]:
+    """Flow run tags to filter runs by in the UI: ``dataset:coco``, ``preset:tiny``, ``source:...``, ``update:...``."""
+    labels = run_labels(run)
+    return [f"{key}:{labels[key]}" for key in ("dataset", "preset", "source", "update")]
+
+
+def label_flow_run(run: RunDir) -> str | None:
+    """Give the current flow run the run's tags (``run_tags``) and its main configuration fields
+    as the parameter ``config`` (``run_labels``), so that the UI shows what ran; returns the flow
+    run's UI link (``flow_run_link``). Outside a flow run: nothing, None."""
+    from prefect.client.orchestration import get_client
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return None
+    flow_run = ctx.flow_run
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(
+            flow_run.id,
+            tags=sorted(set(flow_run.tags or []) | set(run_tags(run))),
+            parameters={**(flow_run.parameters or {}), "config": run_labels(run)},
+        )
+    return flow_run_link(flow_run.id)
+
+
+def flow_run_link(flow_run_id: Any) -> str | None:
+    """The flow run's page in the Prefect UI when a server is configured (``PREFECT_API_URL``;
+    the temporary server of a plain run is gone when the command ends: None)."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if not settings.api.url or not settings.ui_url or flow_run_id is None:
+        return None
+    return f"{settings.ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
 class PrefectSteps:

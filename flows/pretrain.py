@@ -8,6 +8,7 @@ chosen task runner, inside ``pretrain_flow``.
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -76,10 +77,13 @@ def pretrain_flow(
     ``train_on_workers``: training runs as ``nnodes`` torchrun agents of ``nproc_per_node``
     processes in the Dask cluster's workers (``flows.torchrun.train_on_cluster``).
     """
-    from joindet.flows.prefect_steps import PrefectSteps
+    from joindet.flows.prefect_steps import PrefectSteps, label_flow_run
     from joindet.flows.progress_bars import RichProgress
 
     run = RunDir.open(run_path)
+    link = label_flow_run(run)  # tags and the config's main fields, shown in the UI
+    if link and not quiet:
+        print(f"Prefect flow run: {link}", file=sys.stderr)
     steps = PrefectSteps(
         progress=RichProgress(quiet=quiet),
         nproc_per_node=nproc_per_node,
