@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +27,24 @@ from joindet.pipeline.data import ImageLoadError, TrainTransform, collate
 from joindet.priors import BoxSet
 
 Item = tuple[Tensor, dict[str, Tensor]]
+
+
+class LoadFailure(NamedTuple):
+    """An image that could not be loaded while training: it goes to the run's quarantine."""
+
+    image_id: int
+    file: str
+    reason: str
+
+
+class TrainBatch(NamedTuple):
+    """A collated batch: images [B, 3, H, W] and pad_mask [B, H, W] (True on padding; both None
+    when no image of the batch loaded), DETR targets, and the images that failed to load."""
+
+    images: Tensor | None
+    pad_mask: Tensor | None
+    targets: list[dict[str, Tensor]]
+    failed: list[LoadFailure]
 
 
 def make_train_transforms(
@@ -65,8 +83,9 @@ class PriorTrainingSet(torch.utils.data.Dataset):
     ``np.random.default_rng([seed, e, image_id])``, so augmentation does not depend on worker
     count, batch layout or resume point; call :meth:`set_epoch` before each epoch's loader.
 
-    An image that fails to load yields ``None`` (dropped by :func:`collate_train`): a file that
-    vanishes mid-run must not kill an epoch, and the batch shrinks by one instead.
+    An image that fails to load yields a :class:`LoadFailure` (dropped from the batch by
+    :func:`collate_train`, which hands it on for the quarantine): a file that vanishes mid-run
+    must not kill an epoch, and the batch shrinks by one instead.
     """
 
     def __init__(
@@ -96,12 +115,12 @@ class PriorTrainingSet(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.image_ids.shape[0])
 
-    def __getitem__(self, index: int) -> Item | None:
+    def __getitem__(self, index: int) -> Item | LoadFailure:
         image_id = int(self.image_ids[index])
         try:
             image = self.dataset.load(image_id)
-        except ImageLoadError:
-            return None
+        except ImageLoadError as exc:
+            return LoadFailure(image_id, str(exc.file), str(exc.reason))
         lo, hi = self.boxes.span(image_id)
         rng = np.random.default_rng([self.seed, self.epoch, image_id])
         transform = self.transforms[int(rng.integers(len(self.transforms)))]
@@ -118,13 +137,14 @@ class PriorTrainingSet(torch.utils.data.Dataset):
         }
 
 
-def collate_train(items: list[Item | None]) -> tuple[Tensor, Tensor, list[dict[str, Tensor]]] | None:
-    """(images [B, 3, H, W], pad_mask [B, H, W] True on padding, targets) or None if nothing loaded."""
-    kept = [it for it in items if it is not None]
+def collate_train(items: list[Item | LoadFailure | None]) -> TrainBatch:
+    """The :class:`TrainBatch` of the items that loaded, with the failures of the others."""
+    failed = [it for it in items if isinstance(it, LoadFailure)]
+    kept = [it for it in items if it is not None and not isinstance(it, LoadFailure)]
     if not kept:
-        return None
+        return TrainBatch(None, None, [], failed)
     images, pad_mask = collate([t for t, _ in kept])
-    return images, pad_mask, [tgt for _, tgt in kept]
+    return TrainBatch(images, pad_mask, [tgt for _, tgt in kept], failed)
 
 
 def seed_worker(worker_id: int) -> None:

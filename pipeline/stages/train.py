@@ -125,6 +125,8 @@ def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Pr
         )
         stats = run_epoch(parts, loader, info, progress)
         parts.scheduler.step()
+        if info.is_main and stats.failed:
+            _quarantine(run, stats.failed, progress)
         progress.end({"epoch": epoch, "loss": stats.loss, "images_per_s": stats.images_per_s})
         if info.is_main:
             record = stats.log_line(epoch, version)
@@ -162,6 +164,15 @@ def _train(run: RunDir, start: int, end_epoch: int, info: DistInfo, progress: Pr
             "checkpoint": str(run.checkpoint_path(end_epoch - 1)),
         },
     )
+
+
+def _quarantine(run: RunDir, failed: list[tuple[int, str, str]], progress: Progress) -> None:
+    """Images that failed to load this epoch go to the run's quarantine (the next train call
+    leaves them out); under a parent holding the writer lock they stay in the epoch's log line."""
+    for image_id, file, reason in failed:
+        progress.log(f"quarantined image {image_id} ({file}): {reason}")
+    if not lock_held_by_parent():
+        schedule.quarantine_failures(run, failed)
 
 
 def _barrier(info: DistInfo) -> None:

@@ -140,6 +140,8 @@ class EpochStats:
     seconds: float
     skipped_batches: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``(image_id, file, reason)`` of images that failed to load, over every process.
+    failed: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
@@ -158,6 +160,7 @@ class EpochStats:
             "prior_version": prior_version,
             "skipped_batches": self.skipped_batches,
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **({"failed_images": [list(f) for f in self.failed]} if self.failed else {}),
             **self.extra,
         }
 
@@ -167,16 +170,18 @@ def run_epoch(parts: TrainParts, loader: DataLoader, info: DistInfo, progress: P
     parts.model.train()
     sums: dict[str, float] = {}
     batches, images, skipped = 0, 0, 0
+    failed: list[tuple[int, str, str]] = []
     t0 = time.time()
     for batch in loader:
+        failed += [tuple(f) for f in batch.failed]
         # Under DDP every rank must run the same number of steps: skip only when all agree.
-        empty = batch is None
+        empty = batch.images is None
         if info.distributed:
-            empty = all_reduce_sum(1.0 if batch is None else 0.0, info) > 0
+            empty = all_reduce_sum(1.0 if empty else 0.0, info) > 0
         if empty:
             skipped += 1
             continue
-        imgs, pad_mask, targets = batch
+        imgs, pad_mask, targets = batch.images, batch.pad_mask, batch.targets
         imgs = imgs.to(parts.device, non_blocking=True)
         pad_mask = pad_mask.to(parts.device, non_blocking=True)
         targets = [{k: v.to(parts.device) for k, v in t.items()} for t in targets]
@@ -191,8 +196,19 @@ def run_epoch(parts: TrainParts, loader: DataLoader, info: DistInfo, progress: P
     means = all_reduce_mean_dict(means, info)
     images = int(all_reduce_sum(images, info))
     loss = means.pop("loss", float("nan"))
+    if info.distributed:
+        gathered: list[Any] = [None] * info.world_size
+        torch.distributed.all_gather_object(gathered, failed)
+        failed = sorted({tuple(f) for part in gathered for f in part})
     return EpochStats(
-        loss, means, current_lr(parts.optimizer), images, time.time() - t0, skipped, {"world_size": info.world_size}
+        loss,
+        means,
+        current_lr(parts.optimizer),
+        images,
+        time.time() - t0,
+        skipped,
+        {"world_size": info.world_size},
+        failed,
     )
 
 

@@ -213,6 +213,30 @@ def test_non_finite_loss_stops_training_with_a_clear_error(run: RunDir, monkeypa
     assert not run.checkpoint_path(1).exists()
 
 
+def test_image_failing_during_training_is_quarantined(run: RunDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    from joindet.pipeline.data import ImageLoadError
+    from joindet.pipeline.data.dataset import Dataset
+
+    for f in (run.checkpoint_path(1), marker_path(run.checkpoint_path(1))):
+        f.unlink()
+    victim = int(run.image_ids()[1])
+    real_load = Dataset.load
+
+    def load(self, image_id: int):
+        if image_id == victim:  # the file went bad after init and mining read it
+            raise ImageLoadError(image_id, self.file(image_id), "truncated JPEG (no end-of-image marker)")
+        return real_load(self, image_id)
+
+    monkeypatch.setattr(Dataset, "load", load)
+    result = stages.train(run, 2)
+    assert not result.skipped and run.checkpoint_path(1).exists()
+    assert run.quarantine().to_pylist() == [
+        {"image_id": victim, "file": run.dataset().file(victim), "reason": "truncated JPEG (no end-of-image marker)"}
+    ]
+    log = [json.loads(line) for line in (run.path / "logs" / "train.jsonl").read_text().splitlines()]
+    assert log[-1]["epoch"] == 1 and log[-1]["failed_images"][0][0] == victim
+
+
 # ---------------------------------------------------------------------------- lock and config
 def test_refused_second_writer_changes_nothing(run: RunDir, data: Path) -> None:
     before = {n: sha(run.path / n) for n in ("run.json", "images.parquet")}
