@@ -8,8 +8,9 @@ version v0010 staged in ``--shards`` mining shards (``--boxes`` region + instanc
 in ``--plan-shards`` shards (512) for the bookkeeping figure.
 
 Each step runs in a fresh child process (so ``peak_rss_mb`` is that step's own peak, imports
-included) and is timed (wall clock) around the call alone; ``*_child_cpu_s`` is the CPU time of
-the whole child (imports included), a figure less sensitive to other jobs on a shared machine:
+included) and is timed around the call alone, in wall-clock seconds and in CPU seconds
+(``*_cpu_s``, all threads; less sensitive to other jobs on a shared machine; ``*_child_cpu_s``
+counts the child's imports too):
 
 - ``plan_s``: ``RunPlan.missing_shards`` of the 512-shard version (markers read once) plus every
   mining task's own check (``RunPlan.shard_done``, one marker each) summed in ``shard_checks_s``;
@@ -161,15 +162,15 @@ def step_plan(run_path: str) -> dict:
     from joindet.pipeline.schedule import RunPlan
 
     run = RunDir.open(run_path)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     plan = RunPlan(run)
     missing = plan.missing_shards(VERSION)
-    plan_s = time.perf_counter() - t
+    plan_s, plan_cpu = time.perf_counter() - t, time.process_time() - cpu
     t = time.perf_counter()
     done = sum(RunPlan(run).shard_done(VERSION, s) for s in range(run.config.mine.shards))
     checks_s = time.perf_counter() - t
     assert not missing and done == run.config.mine.shards, (missing, done)
-    return {"plan_s": plan_s, "shard_checks_s": checks_s, "plan_shards": run.config.mine.shards}
+    return {"plan_s": plan_s, "plan_cpu_s": plan_cpu, "shard_checks_s": checks_s, "plan_shards": run.config.mine.shards}
 
 
 def step_smooth(run_path: str) -> dict:
@@ -177,11 +178,11 @@ def step_smooth(run_path: str) -> dict:
     from joindet.pipeline.stages import smooth
 
     run = RunDir.open(run_path)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     result = smooth(run, VERSION)
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     assert not result.skipped
-    return {"smooth_stage_s": seconds, "smoothed_boxes": result.summary["boxes"]["smoothed"]}
+    return {"smooth_stage_s": seconds, "smooth_stage_cpu_s": cpu, "smoothed_boxes": result.summary["boxes"]["smoothed"]}
 
 
 def step_evaluate(run_path: str) -> dict:
@@ -189,10 +190,10 @@ def step_evaluate(run_path: str) -> dict:
     from joindet.pipeline.stages import evaluate_priors
 
     run = RunDir.open(run_path)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     metrics = evaluate_priors(run, versions=[VERSION])
-    seconds = time.perf_counter() - t
-    return {"evaluate_s": seconds, "metrics": metrics[f"v{VERSION:04d}"]["smoothed"]}
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return {"evaluate_s": seconds, "evaluate_cpu_s": cpu, "metrics": metrics[f"v{VERSION:04d}"]["smoothed"]}
 
 
 STEPS = {"plan": step_plan, "smooth": step_smooth, "evaluate": step_evaluate}
@@ -213,6 +214,18 @@ def run_child(step: str, run_path: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM of its own address space (``ru_maxrss`` would also count the
+    parent's peak at fork, inherited across exec on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _files(path: Path) -> int:
     return sum(1 for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
@@ -229,10 +242,9 @@ def main() -> None:
     ap.add_argument("--run", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.step:
-        cpu = time.process_time()
         out = STEPS[args.step](args.run)
-        out["cpu_s"] = time.process_time() - cpu  # the whole child, imports included
-        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["cpu_s"] = time.process_time()  # the whole child, imports included
+        out["peak_rss_mb"] = _peak_rss_mb()
         print(json.dumps(out))
         return
 
@@ -258,11 +270,14 @@ def main() -> None:
             "shards": args.shards,
             "plan_shards": plan["plan_shards"],
             "plan_s": round(plan["plan_s"], 3),
+            "plan_cpu_s": round(plan["plan_cpu_s"], 3),
             "shard_checks_s": round(plan["shard_checks_s"], 3),
             "smooth_stage_s": round(sm["smooth_stage_s"], 2),
+            "smooth_stage_cpu_s": round(sm["smooth_stage_cpu_s"], 2),
             "smooth_child_cpu_s": round(sm["cpu_s"], 2),
             "smoothed_boxes": sm["smoothed_boxes"],
             "evaluate_s": round(ev["evaluate_s"], 2),
+            "evaluate_cpu_s": round(ev["evaluate_cpu_s"], 2),
             "evaluate_child_cpu_s": round(ev["cpu_s"], 2),
             "evaluated_images": sample["scored_images"][f"v{VERSION:04d}"],
             "metrics": ev["metrics"],

@@ -67,8 +67,8 @@ def test_one_read_of_all_kinds_equals_per_kind_reads(store: PriorStore) -> None:
         assert kinds[k].equals(store.read_staged(20, k))
         assert every.of_kind(k).equals(kinds[k])
     expected = BoxSet.concat([kinds["region"], kinds["instance"]])
-    assert current_boxes(every, kinds, ("region", "instance")).equals(expected)
-    assert current_boxes(every, kinds, ("instance",)).equals(kinds["instance"])
+    assert current_boxes(every, ("region", "instance")).equals(expected)
+    assert current_boxes(every, ("instance",)).equals(kinds["instance"])
 
 
 def test_current_boxes_falls_back_when_shard_rows_are_in_another_order(tmp_path: Path) -> None:
@@ -80,5 +80,5 @@ def test_current_boxes_falls_back_when_shard_rows_are_in_another_order(tmp_path:
     kinds = {k: every.of_kind(k) for k in ("region", "instance")}
     expected = BoxSet.concat([kinds["region"], kinds["instance"]])
     assert not every.equals(expected)
-    assert current_boxes(every, kinds, ("region", "instance")).equals(expected)
-    assert current_boxes(every, kinds, ("instance", "region")).equals(every)
+    assert current_boxes(every, ("region", "instance")).equals(expected)
+    assert current_boxes(every, ("instance", "region")).equals(every)

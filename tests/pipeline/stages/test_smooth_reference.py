@@ -3,6 +3,7 @@ and statistics (the previous churn was a per-image Hungarian loop, redone here a
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,22 @@ def test_version_equals_the_previous_implementation(tmp_path: Path, mined_run: R
     assert m.stats["churn"]["removed"] == len(parent) - count
     assert m.stats["churn"]["mean_iou"] == pytest.approx(round(total / count, 6), abs=1e-6)
     assert count > 0, "the test data must exercise matching"
+
+
+@pytest.mark.parametrize("strategy", ["box_smooth", "direct", "nms", "fixed"])
+def test_update_in_chunks_equals_one_update(monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
+    smooth_module = importlib.import_module("joindet.pipeline.stages.smooth")
+    rng = np.random.default_rng(4)
+
+    def boxes(n: int, kind: str) -> BoxSet:
+        xy = rng.random((n, 2)) * 0.6
+        return BoxSet.from_arrays(
+            rng.integers(0, 23, n), np.concatenate([xy, xy + 0.1 + rng.random((n, 2)) * 0.3], 1), rng.random(n), kind
+        )
+
+    prev, cur, r0 = boxes(400, "smoothed"), boxes(500, "region"), boxes(50, "smoothed")
+    settings = {"momentum": 0.45, "iou_thr": 0.55, "min_score": 0.05, "max_per_image": 12}
+    whole = update_priors(prev, cur, strategy, r0=r0, **settings)
+    monkeypatch.setattr(smooth_module, "UPDATE_CHUNK_IMAGES", 5)
+    chunked = smooth_module.update_in_chunks(prev, cur, strategy, r0=r0, **settings)
+    assert chunked.equals(whole) and len(whole) > 0
