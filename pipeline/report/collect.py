@@ -46,6 +46,10 @@ class VersionInfo:
     churn: dict[str, Any] | None
     source: str | None = None
     update: str | None = None
+    #: share of degenerate (all-zero) attention maps among the images mined for this version, and
+    #: the encoder level mined (manifest statistics; None for baseline sources and older runs)
+    degenerate_maps: float | None = None
+    mined_level: str | None = None
 
 
 @dataclass
@@ -104,6 +108,8 @@ def version_info(run: RunDir, version: int) -> VersionInfo:
         churn=ch,
         source=m.stats.get("source"),
         update=m.stats.get("update"),
+        degenerate_maps=m.stats.get("degenerate_maps"),
+        mined_level=(m.stats.get("mined_level") or {}).get("name"),
     )
 
 

@@ -36,7 +36,7 @@ def image_tag(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def render(data: ReportData, figures: dict[str, bytes], verdict: list[tuple[str, Any, Any, bool | None]]) -> str:
+def render(data: ReportData, figures: dict[str, bytes], verdict: list[tuple[str, Any, Any, bool | str | None]]) -> str:
     """The whole page. ``figures``: name -> PNG bytes (versions, metrics, training, evolution);
     ``verdict``: rows (question, before, after, holds) of the "does the loop help" table."""
     d = data.info.get("dataset", {})
@@ -143,6 +143,7 @@ def _versions_table(data: ReportData) -> str:
                     s.get("boxes_per_image_mean"),
                     s.get("mean_box_area"),
                     s.get("mean_score"),
+                    v.degenerate_maps if first else "",
                     *(
                         [ch.get("matched"), ch.get("added"), ch.get("removed"), ch.get("mean_iou")]
                         if first and v.churn
@@ -159,13 +160,15 @@ def _versions_table(data: ReportData) -> str:
             "boxes / image",
             "mean box area",
             "mean score",
+            "degenerate maps",
             "matched",
             "added",
             "removed",
             "mean IoU matched",
         ],
         rows,
-        "Churn: smoothed boxes of a version against its parent's (one-to-one, IoU >= 0.5).",
+        "Churn: smoothed boxes of a version against its parent's (one-to-one, IoU >= 0.5). Degenerate "
+        "maps: share of the version's eigen attention maps with no foreground (all zero).",
     )
 
 
@@ -197,7 +200,10 @@ def _training_table(data: ReportData) -> str:
     return table(["epoch", "priors", "loss", *names, "lr", "seconds"], rows)
 
 
-def _holds(h: bool | None) -> str:
+def _holds(h: bool | str | None) -> str:
+    """yes / no for a change beyond the tolerance, the text itself ("within noise"), n/a for none."""
+    if isinstance(h, str):
+        return h
     return "n/a" if h is None else ("yes" if h else "no")
 
 

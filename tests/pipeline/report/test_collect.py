@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from joindet.pipeline.report.build import loop_verdict
+from joindet.pipeline.report.build import WITHIN_NOISE, judge, loop_verdict
 from joindet.pipeline.report.collect import ReportData, VersionInfo, read_train_log, stage_timings
 from joindet.pipeline.report.html import table
 
@@ -34,8 +34,8 @@ def test_stage_timings_derive_init_and_mining_from_timestamps() -> None:
     assert [x.stage for x in stage_timings(None, versions, [])] == []
 
 
-def test_loop_verdict_compares_last_version_and_proposals_with_v0() -> None:
-    d = ReportData(run_path="r", info={})
+def test_loop_verdict_compares_like_with_like_and_says_within_noise() -> None:
+    d = ReportData(run_path="r", info={"config": {"data": {"split": "train"}}})
     assert loop_verdict(d) == []
     d.prior_metrics = {
         "v0000": {"smoothed": {"AR@100": 0.2}},
@@ -46,9 +46,23 @@ def test_loop_verdict_compares_last_version_and_proposals_with_v0() -> None:
         {"epoch": 5, "split": "val", "metrics": {"AR@100": 0.15}},
         {"epoch": 3, "split": "val", "metrics": {"AR@100": 0.9}},
     ]
-    (q1, b1, a1, h1), (q2, b2, a2, h2) = loop_verdict(d)
-    assert "v0004" in q1 and (b1, a1, h1) == (0.2, 0.3, True)
-    assert "epoch 5" in q2 and (b2, a2, h2) == (0.2, 0.15, False)  # the last checkpoint, not the best
+    chance = {"train": {100: {"AR@100": 0.12}}, "val": {100: {"AR@100": 0.14}}}
+    rows = loop_verdict(d, chance, tolerance=0.02)
+    (q1, b1, a1, h1), (q2, b2, a2, h2), (q3, b3, a3, h3) = rows
+    assert "v0004" in q1 and "train split" in q1 and (b1, a1, h1) == (0.2, 0.3, True)
+    # the last checkpoint (not the best), against random crops of the same (val) split: +0.01
+    assert "epoch 5" in q2 and "val split" in q2 and (b2, a2, h2) == (0.14, 0.15, WITHIN_NOISE)
+    # v0002 is below 100 random crops on the train split: flagged
+    assert q3.startswith("flag: v0002") and (b3, a3, h3) == (0.12, 0.1, False)
+    # the example: 0.0924 -> 0.0935 is no improvement
+    d.prior_metrics = {"v0000": {"smoothed": {"AR@100": 0.0924}}, "v0008": {"smoothed": {"AR@100": 0.0935}}}
+    assert loop_verdict(d, {}, tolerance=0.02)[0][3] == WITHIN_NOISE
+    assert loop_verdict(d, {}, tolerance=0.0005)[0][3] is True
+
+
+def test_judge() -> None:
+    assert judge(0.1, 0.2, 0.05) is True and judge(0.2, 0.1, 0.05) is False
+    assert judge(0.1, 0.12, 0.05) == WITHIN_NOISE and judge(None, 0.1, 0.05) is None
 
 
 def test_read_train_log_skips_a_line_cut_short_and_sorts(tmp_path: Path) -> None:
