@@ -12,7 +12,8 @@ stage all ask here):
 - **Done.** A version is done when its manifest is committed; a shard of a version when it is
   staged (its marker, no data read) for the current shard plan (``mine.shards`` contiguous ranges of
   the image index) and, when mined by the model, by the checkpoint of epoch ``n - 1`` as it is now;
-  an epoch when its checkpoint file exists and matches its marker (size and sha256). A version
+  an epoch when it is at most the newest epoch whose checkpoint file exists and matches its marker
+  (size and sha256; older checkpoints may be deleted by ``train.keep_checkpoints``). A version
   whose manifest exists but does not parse is *damaged*: reported, never counted as done.
 - **Failures.** Images a shard could not read are recorded in its marker and merged into the
   run's quarantine by :func:`quarantine_failures` (one place, under the writer lock).
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from joindet.pipeline.checkpoints import file_digest, verified_epochs
+from joindet.pipeline.checkpoints import checkpoint_name, checkpoint_problem, file_digest, list_epochs, verified_epochs
 from joindet.pipeline.config import ScheduleConfig
 from joindet.pipeline.run_dir import RunDir
 
@@ -145,9 +146,13 @@ class RunPlan:
         return verified_epochs(self.run.path / "checkpoints")
 
     def last_checkpoint(self) -> int | None:
-        """The newest epoch whose checkpoint exists and verifies, or None."""
-        epochs = self.trained_epochs()
-        return epochs[-1] if epochs else None
+        """The newest epoch whose checkpoint exists and verifies, or None (hashes from the newest
+        down to the first that verifies: usually one file)."""
+        ckpt_dir = self.run.path / "checkpoints"
+        return next(
+            (e for e in reversed(list_epochs(ckpt_dir)) if checkpoint_problem(ckpt_dir / checkpoint_name(e)) is None),
+            None,
+        )
 
     def shards(self) -> list[np.ndarray]:
         """The current shard plan: ``mine.shards`` contiguous ranges of the image index."""
@@ -224,13 +229,13 @@ class RunPlan:
         (or repairs) the run."""
         damaged = self.damaged()
         committed = self.committed() - set(damaged)
-        trained_list = self.trained_epochs()
-        trained_set = set(trained_list)
-        last = trained_list[-1] if trained_list else None
+        # Training is sequential: every epoch up to the newest checkpoint that verifies is trained
+        # (older files may be gone by train.keep_checkpoints); a damaged or missing newest one is not.
+        last = self.last_checkpoint()
         num_shards = self.run.config.mine.shards
         entries = [_version_entry("init v0000", 0, committed, damaged)]
         for b in self.blocks:
-            trained = sum(1 for e in range(b.start, b.end) if e in trained_set)
+            trained = 0 if last is None else max(0, min(last + 1, b.end) - b.start)
             state = "done" if trained == b.end - b.start else ("staged" if trained else "pending")
             entries.append(
                 ScheduleEntry(f"train epochs {b.start}-{b.end - 1}", state, f"{trained} of {b.end - b.start} epochs")

@@ -285,11 +285,17 @@ def test_damaged_manifest_is_reported_and_blocks_resume_with_the_repair(run: Run
         check_resumable(run)
 
 
-def test_deleted_checkpoint_is_not_counted(run: RunDir) -> None:
-    run.checkpoint_path(0).unlink()
-    states = {e.name: e.detail for e in RunPlan(run).status().entries}
-    assert states["train epochs 0-0"] == "0 of 1 epochs"
-    assert states["train epochs 1-1"] == "1 of 1 epochs"
+def test_deleted_or_damaged_newest_checkpoint_is_not_counted(run: RunDir) -> None:
+    for damage in ("delete", "flip"):
+        ckpt = run.checkpoint_path(1)
+        good = ckpt.read_bytes()
+        ckpt.unlink() if damage == "delete" else flip(ckpt)
+        states = {e.name: e.detail for e in RunPlan(run).status().entries}
+        assert states["train epochs 0-0"] == "1 of 1 epochs"
+        assert states["train epochs 1-1"] == "0 of 1 epochs", damage
+        assert RunPlan(run).last_checkpoint() == 0 and not RunPlan(run).status().complete
+        ckpt.write_bytes(good)
+    assert RunPlan(run).status().complete
 
 
 def test_smooth_force_on_unmined_shards_leaves_the_committed_version(run: RunDir) -> None:
