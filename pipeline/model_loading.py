@@ -119,11 +119,31 @@ def _build_from_checkpoint(cfg: RunConfig, path: Path, device: torch.device) -> 
     # reproduces the model; strict loading catches a checkpoint of another preset early.
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except RuntimeError:
         raise ValueError(
-            f"checkpoint {path} does not fit the run's model (preset {cfg.preset!r}): {str(exc).splitlines()[0]}"
+            f"checkpoint {path} does not fit the run's model (preset {cfg.preset!r}): {state_mismatch(model, state)}"
         ) from None
     return model.to(device).eval()
+
+
+def state_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """One sentence on how ``state`` differs from ``model``'s state dict (counts and a first
+    example of weights of another shape, missing and unexpected), instead of torch's many lines."""
+    own = model.state_dict()
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(
+            f"{len(shapes)} weights of another shape (e.g. {k}: {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        )
+    if missing:
+        parts.append(f"{len(missing)} missing weights (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
+    return (", ".join(parts) or "the weights differ") + "; was it written by another preset?"
 
 
 def _cached(key: tuple[Any, ...], build: Any) -> torch.nn.Module:

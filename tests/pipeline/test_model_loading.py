@@ -45,8 +45,12 @@ def test_bad_checkpoints_are_refused_clearly(tmp_path: Path) -> None:
     other = make_config("tiny")
     other.model = other.model.with_(num_queries=7)
     ckpt = _save(tmp_path / "epoch-0000.pt", other, seed=0)
-    with pytest.raises(ValueError, match="does not fit the run's model"):
+    with pytest.raises(ValueError, match="does not fit the run's model") as err:
         checkpoint_model(cfg, ckpt, torch.device("cpu"))
+    # one whole sentence: what differs, an example, the likely cause (never torch's cut first line)
+    assert "weights of another shape (e.g. transformer.query_embed.weight: (7, 128), model (100, 128))" in str(
+        err.value
+    ) and str(err.value).endswith("preset?")
 
 
 def test_initial_model_is_in_eval_mode_and_digest_is_sha256(tmp_path: Path) -> None:
