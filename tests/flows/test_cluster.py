@@ -91,3 +91,175 @@ def test_one_process_sees_the_union_of_the_ranks_batches() -> None:
     for step in range(len(data) // (b * w)):
         union = sorted(i for r in ranks for i in r[step * b : (step + 1) * b])
         assert union == sorted(single[step * b * w : (step + 1) * b * w])
+
+
+# ---------------------------------------------------------------------- end to end on a loopback cluster
+#: Every training image the same size (no multi-scale, no jitter): padding is then the same
+#: whatever the batch composition, and W ranks of batch b compute what one process of batch W x b does.
+EQUAL_SHAPES = ONE_ROUND + ["train.jitter=[1.0,1.0]", "model.train_size=[128]"]
+#: Per-epoch losses of 2 ranks x batch 2 against 1 process x batch 4: equal up to float rounding
+#: (gradients averaged by DDP vs. summed in one backward); measured differences are ~1e-6 relative.
+LOSS_RTOL = 1e-4
+
+
+def _pretrain(data: Path, run: Path, home: Path, *extra: str, overrides: list[str], timeout: float = 900) -> dict:
+    report, _ = _finish_json(CliProcess(pretrain_args(data, run, *extra, overrides=overrides), home), timeout)
+    return report
+
+
+def _markers(run: Path, version: int) -> list[dict]:
+    files = sorted((run / "priors" / "_staging" / f"v{version:04d}" / "mine").glob("shard-*.json"))
+    return [json.loads(f.read_text()).get("meta", {}) for f in files]
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "logs" / "train.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _exports(run: Path) -> dict[int, bytes]:
+    """``priors export`` of every committed version (smoothed kind) as bytes."""
+    from click.testing import CliRunner
+
+    from joindet.flows.cli import main
+    from joindet.priors import PriorStore
+
+    out = {}
+    for v in PriorStore(run).versions():
+        target = run.parent / f"export-{run.name}-v{v}.json"
+        result = CliRunner().invoke(main, ["priors", "export", str(run), "--version", str(v), "-o", str(target)])
+        assert result.exit_code == 0, result.output
+        out[v] = target.read_bytes()
+    return out
+
+
+def _pids(pattern: str) -> list[int]:
+    """Pids of this machine's processes whose command line contains ``pattern``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if pattern in cmd:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Mining on a local Dask cluster of 2 processes, training single-process in the flow."""
+    d = tmp_path_factory.mktemp("local")
+    _pretrain(tiny_data, d / "run", d / "home", "--cluster", "local", "--workers", "2", overrides=ONE_ROUND)
+    return d / "run"
+
+
+@pytest.fixture(scope="module")
+def two_node_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 Dask worker processes, each hosting one torchrun agent: --nnodes 2 --nproc-per-node 1."""
+    d = tmp_path_factory.mktemp("two-node")
+    args = ("--cluster", "local", "--workers", "2", "--nnodes", "2", "--nproc-per-node", "1")
+    _pretrain(tiny_data, d / "run", d / "home", *args, overrides=EQUAL_SHAPES)
+    return d / "run"
+
+
+@pytest.mark.slow
+def test_mining_on_local_processes_and_on_threads_commits_identical_versions(
+    local_run: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    threads = tmp_path / "run"
+    _pretrain(tiny_data, threads, tmp_path / "home", "--cluster", "threads", overrides=ONE_ROUND)
+    a, b = _exports(local_run), _exports(threads)
+    assert sorted(a) == [0, 1] and a == b
+    local_pids = {m["pid"] for m in _markers(local_run, 1)}
+    assert {m["threads"] for m in _markers(local_run, 1) + _markers(threads, 1)} == {1}
+    assert len({m["pid"] for m in _markers(threads, 1)}) == 1  # the flow's own process
+    assert not local_pids & {m["pid"] for m in _markers(threads, 1)}
+
+
+@pytest.mark.slow
+def test_two_nodes_train_with_world_size_2_and_mine_in_2_processes(two_node_run: Path) -> None:
+    assert [line["world_size"] for line in _log(two_node_run)] == [2, 2]
+    info = json.loads((two_node_run / "run.json").read_text())
+    assert info["training"] == {
+        "world_size": 2,
+        "nnodes": 2,
+        "nproc_per_node": 1,
+        "batch_per_process": 2,
+        "global_batch": 4,
+        "lr": info["config"]["model"]["lr"],
+        "lr_rule": "kept",
+    }
+    markers = _markers(two_node_run, 1)
+    assert len(markers) == 4 and len({m["pid"] for m in markers}) == 2
+    assert all(m["host"] and m["device"] == "cpu" and m["threads"] == 1 for m in markers)
+
+
+@pytest.mark.slow
+def test_two_nodes_match_one_process_with_the_same_global_batch(
+    two_node_run: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    single = tmp_path / "run"
+    overrides = [o for o in EQUAL_SHAPES if not o.startswith("train.batch_size")] + ["train.batch_size=4"]
+    _pretrain(tiny_data, single, tmp_path / "home", "--no-prefect", overrides=overrides)
+    two, one = _log(two_node_run), _log(single)
+    assert [line["world_size"] for line in one] == [1, 1]
+    for a, b in zip(two, one):
+        assert a["images"] == b["images"] == 8
+        assert a["loss"] == pytest.approx(b["loss"], rel=LOSS_RTOL), (a["epoch"], a["loss"], b["loss"])
+
+
+def _finish_or_resume(flow: CliProcess, run: Path, home: Path, *runner: str) -> tuple[int, str]:
+    """Let a flow that lost a process end; resume it with the same runner when it failed.
+    Returns (exit code of the interrupted flow, its stderr)."""
+    code, _, err = flow.finish(900)
+    if code != 0:
+        resume = CliProcess(["flow", "resume", str(run), "--quiet", "--json", *runner], home)
+        _finish_json(resume, 900)
+    return code, err
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_mining_still_gives_the_uninterrupted_priors(
+    local_run: Path, tiny_data: Path, tmp_path: Path, cli_process
+) -> None:
+    import signal
+
+    from flow_helpers import assert_same_priors
+
+    run = tmp_path / "run"
+    runner = ("--cluster", "local", "--workers", "2")
+    flow = cli_process(pretrain_args(tiny_data, run, *runner, overrides=ONE_ROUND))
+    staging = run / "priors" / "_staging" / "v0001" / "mine"
+    assert flow.wait_for(lambda: any(staging.glob("shard-*.json")), timeout=600), flow.finish(5)
+    victim = _markers(run, 1)[0]["pid"]
+    assert not (run / "priors" / "v0001" / "manifest.json").exists(), "kill landed after mining"
+    os.kill(victim, signal.SIGKILL)  # a Dask worker process (its nanny starts a new one)
+    _finish_or_resume(flow, run, tmp_path / "home-resume", *runner)
+    assert assert_same_priors(run, local_run) == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_rank_killed_during_training_fails_the_block_and_the_resume_gives_the_same_priors(
+    two_node_run: Path, tiny_data: Path, tmp_path: Path, cli_process
+) -> None:
+    import signal
+
+    from flow_helpers import assert_same_priors
+
+    run = tmp_path / "run"
+    runner = ("--cluster", "local", "--workers", "2", "--nnodes", "2", "--nproc-per-node", "1")
+    flow = cli_process(pretrain_args(tiny_data, run, *runner, overrides=EQUAL_SHAPES))
+
+    def ranks() -> list[int]:
+        pids = _pids(f"train_worker --run-dir {run} ")
+        return [p for p in pids if p not in _pids("torch.distributed.run")]
+
+    assert flow.wait_for(lambda: len(ranks()) == 2, timeout=600, poll=0.05), flow.finish(5)
+    assert not (run / "checkpoints" / "epoch-0000.pt").exists(), "kill landed after the block"
+    os.kill(max(ranks()), signal.SIGKILL)
+    code, err = _finish_or_resume(flow, run, tmp_path / "home-resume", *runner)
+    assert code != 0 and "torchrun" in err  # the block failed cleanly, naming the launch
+    assert [line["world_size"] for line in _log(run)] == [2, 2]
+    assert assert_same_priors(run, two_node_run) == [0, 1]
