@@ -8,7 +8,8 @@ labelled dataset, ``images.parquet``, ``checkpoints/epoch-NNNN.pt``, ``logs/fine
 From the pretrained model every weight is kept except the class head ``class_embed`` (re-made for
 ``C + 1`` classes) and the embedding head ``emb_embed`` (left untrained: no embedding loss). The
 train set is the whole split or ``low_data_subset(ids, finetune.fraction, finetune.seed)``.
-Same checkpoint and resume rules as the train stage.
+Same resume rules as the train stage; checkpoints are kept every ``CHECKPOINT_EVERY`` epochs
+(DETReg's habit: its long low-data schedules would otherwise write thousands).
 
 As DETReg finetunes (its ``configs/DETReg_fine_tune_*.sh`` and defaults): the backbone trains
 (``finetune.train_backbone``) with its own learning rate (``finetune.lr_backbone`` 2e-5, the rest
@@ -170,6 +171,7 @@ def _finetune(
         loss = stats.loss
         if info.is_main:
             append_log(log_path, stats.log_line(epoch, None))
+        if info.is_main and checkpoint_due(epoch, epochs, mcfg.lr_drop_epoch):
             save_checkpoint(
                 ckpt_dir / f"epoch-{epoch:04d}.pt",
                 model=parts.model,
@@ -225,6 +227,16 @@ def finetune_schedule(cfg: RunConfig) -> tuple[int, int]:
     total = max(1, math.ceil(epochs * ft.epoch_scale - 1e-9))
     drop = max(1, math.ceil(epochs * share * ft.epoch_scale - 1e-9)) if ft.lr_drop == 0 else ft.lr_drop
     return total, min(drop, total)
+
+
+#: Finetuning keeps a checkpoint every this many epochs (as DETReg does), plus the last epoch of
+#: a call and the epoch before the learning-rate drop; a resume restarts from the newest one.
+CHECKPOINT_EVERY = 5
+
+
+def checkpoint_due(epoch: int, end: int, lr_drop: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) of a finetune call ending before ``end`` saves a checkpoint."""
+    return (epoch + 1) % CHECKPOINT_EVERY == 0 or epoch + 1 == end or epoch + 1 == lr_drop
 
 
 def finetune_model_config(cfg: RunConfig, num_categories: int):

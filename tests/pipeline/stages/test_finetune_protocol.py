@@ -114,3 +114,11 @@ def test_backbone_trains_when_finetuning(tmp_path: Path, pretrained: Path, train
         assert len(changed) > len(conv) // 2
     else:
         assert changed == []
+
+
+def test_checkpoints_every_five_epochs_the_last_and_before_the_drop() -> None:
+    from joindet.pipeline.stages.finetune import checkpoint_due
+
+    saved = [e for e in range(20) if checkpoint_due(e, 20, 12)]
+    assert saved == [4, 9, 11, 14, 19]
+    assert [e for e in range(3) if checkpoint_due(e, 3, 3)] == [2]
