@@ -152,3 +152,23 @@ def test_given_weights_are_never_trained_over(data_root: Path, tmp_path: Path) -
     run = RunDir.create(tmp_path / "run", plan_backbone_pretrain(cfg, tmp_path / "run"))
     assert run.config.model.backbone_weights == "/tmp/theirs.pth"
     assert not backbone_pretrain_pending(run)
+
+
+def test_the_command_line_trains_resumes_and_offers_the_pipelines_choices(data_root: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from joindet.detector.presets import RESNET_CHANNELS
+    from joindet.flows.cli import main
+    from joindet.flows.cli_backbone import ARCH_CHOICES, METHOD_CHOICES
+
+    assert set(METHOD_CHOICES) == set(METHODS) and set(ARCH_CHOICES) == set(RESNET_CHANNELS)
+    out = tmp_path / "w.pth"
+    args = ["backbone", "pretrain", "--data-root", str(data_root), "--epochs", "1", "--size", "32"]
+    args += ["--batch-size", "4", "--max-images", "4", "-o", str(out), "--quiet"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert out.is_file() and "trained" in first.output and "model.backbone_weights=" in first.output
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0 and "already complete" in second.output
+    other = CliRunner().invoke(main, [*args[:-3], "--method", "dino", "-o", str(out)])
+    assert other.exit_code == 1 and "exists from another training" in other.output
