@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,8 @@ def resume_cmd(
     as_json: bool,
     **runner: Any,
 ) -> None:
-    """Continue RUN with its own resolved config: finished stages are skipped by checking the store."""
+    """Continue RUN (a pretrain or a finetune run) with its own resolved config: finished stages
+    are skipped by checking the store and the checkpoints."""
     from joindet.pipeline.config import RunConfig, apply_overrides
     from joindet.pipeline.run_dir import RunDir
 
@@ -169,6 +171,11 @@ def resume_cmd(
     existing = RunDir.open(Path(run_path).absolute())
     cfg = RunConfig.from_dict(existing.config.to_dict())
     apply_overrides(cfg, list(overrides))
+    record = existing.path / "finetune.json"
+    if record.is_file():  # a finetune run: continue it from its own last checkpoint and init
+        init = json.loads(record.read_text(encoding="utf-8")).get("init_checkpoint")
+        _run_finetune(existing.path, init, cfg, no_prefect, quiet, as_json)
+        return
     # Re-creating with the run's own config re-opens its dataset: a changed dataset (fingerprint)
     # or a changed config is refused unless --force says it is safe.
     with RunDir.writer_lock(existing.path):  # held from before run.json is touched to the end of the flow
@@ -232,16 +239,21 @@ def finetune_cmd(
     path = (Path(run_dir) if run_dir else default_run_dir(f"finetune-{dataset}", preset)).absolute()
     if not quiet:
         stderr(f"finetune directory: {path}")
+    _run_finetune(path, init_checkpoint, cfg, no_prefect, quiet, as_json)
+
+
+def _run_finetune(path: Path, init: str | None, cfg: Any, no_prefect: bool, quiet: bool, as_json: bool) -> None:
+    """Finetune into ``path`` (created or resumed) and print its metrics and what to look at next."""
     if no_prefect:
         from joindet.flows.finetune import run_finetune
         from joindet.flows.progress_bars import RichProgress
 
-        result = run_finetune(path, init_checkpoint, cfg, RichProgress(quiet=quiet))
+        result = run_finetune(path, init, cfg, RichProgress(quiet=quiet))
     else:
         quiet_prefect(quiet)
         from joindet.flows.finetune import finetune_flow
 
-        result = finetune_flow(out_dir=str(path), init_checkpoint=init_checkpoint, config=cfg.to_dict(), quiet=quiet)
+        result = finetune_flow(out_dir=str(path), init_checkpoint=init, config=cfg.to_dict(), quiet=quiet)
     if as_json:
         emit_json(result)
         return
@@ -252,4 +264,4 @@ def finetune_cmd(
             "finetune", numeric_leaves(result.get("summary", {}).get("metrics", {})) or result.get("summary")
         )
     )
-    click.echo(f"Next:\n  joindet eval proposals {path}\n  ls {path}/metrics")
+    click.echo(f"Next:\n  joindet runs status {path}\n  ls {path}/metrics")

@@ -3,6 +3,7 @@ command; ``joindet runs verify RUN``: every file of the run checked."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -40,10 +41,12 @@ def status_table(status: dict[str, Any]) -> Table:
 def status_footer(status: dict[str, Any]) -> list[str]:
     latest = status["latest_version"]
     ckpt = status["last_checkpoint"]
-    lines = [
-        f"latest version: {'none' if latest is None else f'v{latest:04d}'}",
-        f"last checkpoint: {'none' if ckpt is None else f'epoch {ckpt}'}",
-    ]
+    lines = (
+        []
+        if status.get("kind") == "finetune"
+        else [f"latest version: {'none' if latest is None else f'v{latest:04d}'}"]
+    )
+    lines.append(f"last checkpoint: {'none' if ckpt is None else f'epoch {ckpt}'}")
     if status.get("quarantined"):
         lines.append(f"quarantined images: {status['quarantined']}")
     if status.get("last_failure"):
@@ -51,6 +54,43 @@ def status_footer(status: dict[str, Any]) -> list[str]:
         lines.append(f"last flow run failed at {f['step']} ({f['when']}): {f['error']}")
     lines.append(f"next: {status['next_command'] or 'nothing, the run is complete'}")
     return lines
+
+
+def finetune_status(run_path: str) -> dict[str, Any]:
+    """``runs status`` of a finetune run (a run directory with ``finetune.json``): epochs trained
+    of the schedule's, the final evaluation, and the next command; same keys as a pretrain status."""
+    from joindet.pipeline.checkpoints import verified_epochs
+    from joindet.pipeline.run_dir import RunDir
+    from joindet.pipeline.stages.finetune import finetune_schedule  # imports torch
+
+    run = RunDir.open(run_path)
+    total, drop = finetune_schedule(run.config)
+    kept = [e for e in verified_epochs(run.path / "checkpoints") if e < total]
+    trained_epochs = max(kept) + 1 if kept else 0  # finetuning keeps only some checkpoints
+    metrics = run.path / "metrics" / f"finetune-epoch-{total - 1:04d}.json"
+    trained = trained_epochs >= total
+    entries = [
+        {
+            "name": f"finetune epochs 0-{total - 1}",
+            "state": "done" if trained else "pending",
+            "detail": f"{trained_epochs} of {total} epochs (lr drop at {drop})",
+        },
+        {
+            "name": "evaluate (category-aware COCO AP)",
+            "state": "done" if metrics.is_file() else "pending",
+            "detail": metrics.name if metrics.is_file() else "",
+        },
+    ]
+    complete = trained and metrics.is_file()
+    return {
+        "path": str(run.path),
+        "kind": "finetune",
+        "entries": entries,
+        "latest_version": None,
+        "last_checkpoint": max(kept) if kept else None,
+        "complete": complete,
+        "next_command": None if complete else f"joindet flow resume {run.path}",
+    }
 
 
 @click.group("runs")
@@ -68,7 +108,10 @@ def status_cmd(run_path: str, as_json: bool) -> None:
     from joindet.pipeline.run_dir import RunDir
     from joindet.pipeline.schedule import RunPlan
 
-    status = with_failure(RunPlan(RunDir.open(run_path)).status().to_dict(), read_failure(run_path))
+    if Path(run_path, "finetune.json").is_file():
+        status = with_failure(finetune_status(run_path), read_failure(run_path))
+    else:
+        status = with_failure(RunPlan(RunDir.open(run_path)).status().to_dict(), read_failure(run_path))
     if as_json:
         emit_json(status)
         return

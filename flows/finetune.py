@@ -6,7 +6,6 @@ Prefect table artifact with the final metrics. ``run_finetune`` is the same with
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +41,11 @@ def finetune_flow(
     result = finetune_task(out_dir, init_checkpoint, RunConfig.from_dict(config), RichProgress(quiet=quiet))
     rows = [{"field": k, "value": v} for k, v in numeric_leaves(result.get("summary", {}).get("metrics", {})).items()]
     if rows:
-        name = re.sub(r"[^a-z0-9-]+", "-", Path(out_dir).name.lower()).strip("-") or "finetune"
+        from joindet.flows.prefect_steps import run_key
+
         create_table_artifact(
-            table=rows, key=f"{name}-finetune", description=f"Finetune metrics of {out_dir} (init {init_checkpoint})."
+            table=rows,
+            key=f"{run_key(out_dir)}-finetune",
+            description=f"Finetune metrics of {out_dir} (init {init_checkpoint}).",
         )
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Any
 
 from prefect import unmapped
@@ -28,9 +29,13 @@ def artifact_key(run: RunDir, version: int) -> str:
     """``<run-name>-<8 hex of the run's absolute path>-v0002``: unique per run (two runs in folders
     of the same name differ by the path digest), in the lowercase letters, digits and dashes that
     Prefect artifact keys allow."""
-    name = re.sub(r"[^a-z0-9-]+", "-", run.path.name.lower()).strip("-") or "run"
-    digest = hashlib.sha256(str(run.path.absolute()).encode()).hexdigest()[:8]
-    return f"{name}-{digest}-v{version:04d}"
+    return f"{run_key(run.path)}-v{version:04d}"
+
+
+def run_key(path: str | Path) -> str:
+    """``<folder name>-<8 hex of the absolute path>``: the per-run prefix of artifact keys."""
+    name = re.sub(r"[^a-z0-9-]+", "-", Path(path).name.lower()).strip("-") or "run"
+    return f"{name}-{hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:8]}"
 
 
 def run_labels(run: RunDir) -> dict[str, Any]:

@@ -113,8 +113,13 @@ def _build_initial(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
 def _build_from_checkpoint(cfg: RunConfig, path: Path, device: torch.device) -> torch.nn.Module:
     # Every weight comes from the checkpoint: skip loading backbone files and the warning about
     # their absence.
-    model = build_model(cfg.model.with_(backbone_weights=None), warn_random_backbone=False)
     state = load_model_state(path)
+    # A finetune run's checkpoints classify its C categories + background: build that head (the
+    # class-agnostic proposals score 1 - p(background) whatever the number of classes).
+    head = state.get("class_embed.weight")
+    num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else cfg.model.num_classes
+    mcfg = cfg.model.with_(backbone_weights=None, num_classes=num_classes)
+    model = build_model(mcfg, warn_random_backbone=False)
     # Training keeps the frozen backbone inside the model's state dict, so the checkpoint alone
     # reproduces the model; strict loading catches a checkpoint of another preset early.
     try:
