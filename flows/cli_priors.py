@@ -16,13 +16,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from joindet import priors  # lazy (PEP 562): the store loads pyarrow when a command uses it
 from joindet.flows.cli_errors import clean_errors
-from joindet.flows.cli_types import VERSION, version_option
-from joindet.priors import PriorStore, churn, read_images_table, write_images_table
+from joindet.flows.cli_types import KINDS, VERSION, version_option
 from joindet.priors.store.errors import RunNotFoundError, StoreError, VersionNotFoundError
-from joindet.storage_schema import KINDS
 
 if TYPE_CHECKING:
+    from joindet.priors import PriorStore
     from joindet.storage_schema import Manifest
 
 _RUN = click.argument("run_path", metavar="RUN", type=click.Path())
@@ -37,7 +37,7 @@ def console() -> Console:
 def open_store(run_path: str) -> PriorStore:
     """The store of an existing run directory (``RunNotFoundError`` for a missing path or a folder
     that holds none of a run's files)."""
-    store = PriorStore(run_path)
+    store = priors.PriorStore(run_path)
     store.require_run()
     if not any(Path(run_path, name).exists() for name in ("run.json", "images.parquet", "priors")):
         raise RunNotFoundError(f"{run_path} is not a run directory (no run.json, images.parquet or priors/ in it)")
@@ -234,7 +234,7 @@ def show_cmd(run_path: str, version: int | None, image_id: int | None, kind: str
 def diff_cmd(run_path: str, a: int, b: int, kind: str, iou_thr: float, top: int, as_json: bool) -> None:
     """Churn from version A to version B: matched / added / removed boxes, mean IoU of matched."""
     store = open_store(run_path)
-    ch = churn(store.read(a, kind), store.read(b, kind), iou_thr)
+    ch = priors.churn(store.read(a, kind), store.read(b, kind), iou_thr)
     result = {"a": a, "b": b, "kind": kind, "iou_thr": iou_thr, **ch.summary(), "most_changed": ch.most_changed(top)}
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -283,7 +283,7 @@ def export_cmd(run_path: str, version: int | None, kind: str, output: str, as_da
 
     store = open_store(run_path)
     version = pick_version(store, version)
-    boxes, images = store.read(version, kind), read_images_table(run_path)
+    boxes, images = store.read(version, kind), priors.read_images_table(run_path)
     if as_dataset:
         doc: Any = export_coco_dataset(boxes, images, description=f"priors v{version:04d} ({kind}) of {run_path}")
         what = f"{len(doc['annotations'])} boxes on {len(doc['images'])} images as COCO annotations"
@@ -316,21 +316,21 @@ def import_cmd(run_path: str, file: str, version: int, parent: int | None, force
         doc = json.loads(Path(file).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StoreError(f"{file} is not valid JSON ({exc})") from None
-    store = PriorStore(run_path)
+    store = priors.PriorStore(run_path)
     has_index = store.exists() and Path(run_path, "images.parquet").exists()
     if not has_index and not isinstance(doc, dict) and not store.exists():
         raise RunNotFoundError(
             f"run directory {run_path} does not exist; a COCO results JSON has no image sizes, so import "
             "the dataset's annotations JSON first (it creates the run)"
         )
-    imp = read_coco(doc, read_images_table(run_path) if has_index else None, source=file)
+    imp = read_coco(doc, priors.read_images_table(run_path) if has_index else None, source=file)
     # a run that does not exist yet has nothing to lock; commit takes the lock once it does
     with store.lock() if store.exists() else contextlib.nullcontext():
         if force and store.has_version(version):
             moved = store.move_aside(version)
             click.echo(f"moved the existing v{version:04d} to {moved}", err=True)
         if not has_index:
-            write_images_table(run_path, imp.images)
+            priors.write_images_table(run_path, imp.images)
         m = store.commit(
             version,
             {"smoothed": imp.boxes},
@@ -473,7 +473,7 @@ def plot_cmd(
                 f"{image_ids!r} is not a comma-separated list of ids", param_hint="--image-ids"
             ) from None
     if num_images is not None or not ids:
-        ids += [int(i) for i in read_images_table(run_path).column("image_id").to_pylist()[: num_images or 4]]
+        ids += [int(i) for i in priors.read_images_table(run_path).column("image_id").to_pylist()[: num_images or 4]]
     gt = None if no_gt else run_ground_truth(run_path)
     path = plot_priors_grid(
         store, v, list(dict.fromkeys(ids)), Path(output), data_root, list(kinds) or None, gt, max_boxes

@@ -58,6 +58,10 @@ def run_argument(func: Callable) -> Callable:
     return click.argument("run_path", metavar="RUN", type=click.Path(), required=False)(wrapper)
 
 
+#: Prior kinds (``storage_schema.KINDS`` owns them; repeated so that --help loads no pyarrow; a
+#: test keeps the two equal).
+KINDS = ("region", "instance", "smoothed")
+
 #: ``--dataset`` names (the registry owns the list; repeated here so that --help needs no import).
 DATASET_CHOICES = ("synthetic", "coco", "voc", "imagenet", "coco-json", "folder")
 

@@ -88,3 +88,10 @@ def test_a_mistyped_data_root_is_an_error_and_creates_nothing(tmp_path: Path) ->
 def test_priors_commands_refuse_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["priors", "ls", str(tmp_path)])
     assert res.exit_code == 1 and "is not a run directory" in res.output
+
+
+def test_cli_copies_of_registry_names_match_their_owners() -> None:
+    from joindet.flows.cli_types import KINDS
+    from joindet.storage_schema import KINDS as SCHEMA_KINDS
+
+    assert tuple(KINDS) == tuple(SCHEMA_KINDS)
