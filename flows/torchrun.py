@@ -115,7 +115,7 @@ def run_torchrun(
         where = f" (node agent on {socket.gethostname()})" if rendezvous.get("rdzv_endpoint") else ""
         raise DistributedTrainError(
             f"torchrun training of {run_path} to epoch {end_epoch} on {nproc_per_node} processes{where} exited with "
-            f"status {proc.returncode}; see the worker output above, then rerun `joindet stage run train --run {run_path}` "
+            f"status {proc.returncode}; see the worker output above, then rerun `joindet stage run train {run_path}` "
             "or resume the flow: training continues from the last checkpoint."
         )
 

@@ -274,8 +274,8 @@ def _version_entry(name: str, version: int, committed: set[int], damaged: dict[i
 def repair_command(run: RunDir, version: int) -> str:
     """The command that redoes a damaged version (its files move aside to ``priors/_replaced``)."""
     if version == 0:
-        return f"joindet stage run init --run {run.path} --force"
-    return f"joindet stage run mine --run {run.path} --version {version} --force, then joindet flow resume {run.path}"
+        return f"joindet stage run init {run.path} --force"
+    return f"joindet stage run mine {run.path} --version {version} --force, then joindet flow resume {run.path}"
 
 
 def check_resumable(run: RunDir) -> None:

@@ -24,7 +24,7 @@ def test_bad_arguments_are_refused(nproc: int, end: int) -> None:
 
 def test_a_failing_launch_names_the_status_and_the_rerun_command(tmp_path) -> None:
     # /bin/false stands in for the interpreter: the launch exits 1 without starting torch.
-    with pytest.raises(DistributedTrainError, match=r"status 1; .*joindet stage run train --run"):
+    with pytest.raises(DistributedTrainError, match=r"status 1; .*joindet stage run train /"):
         run_torchrun(tmp_path / "run", 1, 1, python="/bin/false")
 
 
