@@ -99,11 +99,11 @@ class RunDir:
     @classmethod
     def _create_locked(cls, path: Path, cfg: RunConfig, dataset: Any, force: bool) -> RunDir:
         fingerprint = dataset.fingerprint()
-        _check_checkpoints_agree(path, cfg)
         if (path / RUN_JSON).exists():
             run = cls.open(path)
             problems = _differences(run, cfg, fingerprint)
             if not problems:
+                _check_checkpoints_agree(path, cfg)
                 if cfg.to_dict() != run.config.to_dict():
                     # Only resume-safe settings changed (workers, devices, mining batch size and
                     # shards): the resumed run uses the new ones.
@@ -121,8 +121,11 @@ class RunDir:
                     f"{path / RUN_JSON}: the dataset differs from the one this run's priors were mined on "
                     "(fingerprint changed); --force cannot replace it, use a new --run-dir"
                 )
+            _check_checkpoints_agree(path, cfg)  # before anything is replaced
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
             os.replace(path / RUN_JSON, path / f"{RUN_JSON}.replaced-{stamp}")
+        else:
+            _check_checkpoints_agree(path, cfg)
         path.mkdir(parents=True, exist_ok=True)
         index = dataset.index()
         if not (path / IMAGES_FILE).exists() or force:
