@@ -20,6 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from joindet.flows import tasks
 from joindet.flows.reports import version_table
+from joindet.pipeline.flow_state import record_flow_start
 from joindet.pipeline.pretrain import VersionReport
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
 from joindet.pipeline.run_dir import RunDir
@@ -60,13 +61,15 @@ def run_tags(run: RunDir) -> list[str]:
 
 def label_flow_run(run: RunDir) -> str | None:
     """Give the current flow run the run's tags (``run_tags``) and its main configuration fields
-    as the parameter ``config`` (``run_labels``), so that the UI shows what ran; returns the flow
-    run's UI link (``flow_run_link``). Outside a flow run: nothing, None."""
+    as the parameter ``config`` (``run_labels``), so that the UI shows what ran, and record when
+    the flow began (``RUN/logs/flow-start.json``); returns the flow run's UI link
+    (``flow_run_link``). Outside a flow run: nothing, None."""
     from prefect.client.orchestration import get_client
 
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return None
+    record_flow_start(run.path, "prefect")  # the report counts the server's start apart from init
     flow_run = ctx.flow_run
     with get_client(sync_client=True) as client:
         client.update_flow_run(

@@ -36,6 +36,29 @@ def read_failure(run_path: str | Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("step") else None
 
 
+#: When the last flow run began its work (after the orchestrator, e.g. Prefect's temporary server, started).
+FLOW_START_FILE = Path("logs") / "flow-start.json"
+
+
+def record_flow_start(run_path: str | Path, orchestrator: str) -> None:
+    """Write ``{"started": <UTC ISO time>, "orchestrator": ...}`` to ``RUN/logs/flow-start.json``."""
+    path = Path(run_path) / FLOW_START_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"started": when, "orchestrator": orchestrator}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_flow_start(run_path: str | Path) -> str | None:
+    """The ``started`` time of the last flow run, or None."""
+    try:
+        record = json.loads((Path(run_path) / FLOW_START_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return record.get("started") if isinstance(record, dict) else None
+
+
 def clear_failure(run_path: str | Path) -> None:
     if (Path(run_path) / STATE_FILE).exists():
         _write(Path(run_path), {"step": None})

@@ -6,7 +6,8 @@ and ``metrics/proposals-epoch-NNNN-<split>.json`` (written by the evaluate stage
 ``logs/train.jsonl`` (one record per epoch: losses by name, lr, seconds, time) and
 ``quarantine.parquet``.
 
-Timings: the stages record only some of their durations on disk, so ``stage_timings`` derives them:
+Timings: the stages record only some of their durations on disk, so ``stage_timings`` derives them
+(a Prefect flow records when it began, logs/flow-start.json: the server start is its own line):
 train epochs from the ``seconds`` of each log record; ``init_priors`` from run.json ``created`` to
 the v0 manifest's ``created``; ``mine + smooth vN`` from the log ``time`` of epoch N-1 (end of the
 block that vN was mined after) to vN's manifest ``created``. Derived durations have one-second
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from joindet.pipeline.flow_state import read_flow_start
 from joindet.pipeline.run_dir import RunDir
 from joindet.priors import churn
 
@@ -88,7 +90,7 @@ def collect(run: RunDir) -> ReportData:
     data.proposals = read_proposals(run.path / "metrics")
     data.train_log = read_train_log(run.path / "logs" / "train.jsonl")
     data.quarantine = run.quarantine().to_pylist()
-    data.timings = stage_timings(data.info.get("created"), data.versions, data.train_log)
+    data.timings = stage_timings(data.info.get("created"), data.versions, data.train_log, read_flow_start(run.path))
     return data
 
 
@@ -148,16 +150,35 @@ def read_train_log(path: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: int(r["epoch"]))
 
 
-def stage_timings(run_created: str | None, versions: list[VersionInfo], log: list[dict[str, Any]]) -> list[Timing]:
-    """Durations per stage in schedule order (see the module docstring for how each is derived)."""
+def stage_timings(
+    run_created: str | None,
+    versions: list[VersionInfo],
+    log: list[dict[str, Any]],
+    flow_started: str | None = None,
+) -> list[Timing]:
+    """Durations per stage in schedule order (see the module docstring for how each is derived).
+
+    ``flow_started`` (``RUN/logs/flow-start.json``): when it falls between run.json's creation and
+    v0's, the time before it is the orchestrator's start (Prefect's temporary server), shown on
+    its own line and not counted as init time."""
     out: list[Timing] = []
     created = {v.version: _time(v.created) for v in versions}
     if 0 in created and run_created:
+        start, started = _time(run_created), _time(flow_started)
+        if started is not None and start is not None and created[0] is not None and start <= started <= created[0]:
+            out.append(
+                Timing(
+                    "flow start (Prefect server, flow run)",
+                    _seconds(start, started),
+                    "derived: run.json created -> logs/flow-start.json",
+                )
+            )
+            start = started
         out.append(
             Timing(
                 "init_priors v0000",
-                _seconds(_time(run_created), created[0]),
-                "derived: run.json created -> v0000 manifest created",
+                _seconds(start, created[0]),
+                "derived: flow started (or run.json created) -> v0000 manifest created",
             )
         )
     epoch_end = {int(r["epoch"]): _time(r.get("time")) for r in log}

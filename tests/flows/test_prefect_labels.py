@@ -64,3 +64,16 @@ def test_a_flow_run_gets_the_tags_and_config_parameter(run, tmp_path: Path, monk
         fr = client.read_flow_run(flow_run_id)
     assert set(run_tags(run)) <= set(fr.tags)
     assert fr.parameters["config"]["dataset"] == "synthetic" and fr.parameters["run_path"] == str(run.path)
+
+
+def test_report_timings_count_the_flow_start_apart_from_init() -> None:
+    from joindet.pipeline.report.collect import VersionInfo, stage_timings
+
+    v0 = VersionInfo(0, None, "2026-12-03T10:00:30+00:00", ["smoothed"], {}, None)
+    rows = stage_timings("2026-12-03T10:00:00+00:00", [v0], [], flow_started="2026-12-03T10:00:20+00:00")
+    assert [(t.stage, t.seconds) for t in rows] == [
+        ("flow start (Prefect server, flow run)", 20.0),
+        ("init_priors v0000", 10.0),
+    ]
+    rows = stage_timings("2026-12-03T10:00:00+00:00", [v0], [])  # --no-prefect: no record
+    assert [(t.stage, t.seconds) for t in rows] == [("init_priors v0000", 30.0)]
