@@ -1,13 +1,20 @@
-"""Ablations of the paper's Tables 5 and 6 at CPU scale, on the synthetic dataset.
+"""Ablations of the paper's Tables 5, 6 and 7 at any scale (CPU default: synthetic scenes).
 
 Table 5 varies the prior source (``priors.source``: region+instance, region, instance,
 predictions, region0) with Box Smooth updates; Table 6 varies the update (``priors.update``:
-box_smooth, direct, nms, fixed) with region+instance priors. Every setting runs the same pretrain
-schedule as ``joindet flow run pretrain --no-prefect`` (``pipeline.pretrain.drive_pretrain`` with
-``PlainSteps``) on the same generated data, with the same seed and the same budget, then scores:
+box_smooth, direct, nms, fixed) with region+instance priors; Table 7 varies the augmentation with
+R_0 fixed (``priors.update=fixed``: no jittering, large-scale jittering, jittering + copy-paste);
+the random-crop baseline (``random_crops`` + ``fixed``) runs for reference. Every setting runs the
+same pretrain schedule as ``joindet flow run pretrain --no-prefect``
+(``pipeline.pretrain.drive_pretrain`` with ``PlainSteps``) on the same data, with the same seed
+and the same budget, then scores:
 
-- the smoothed priors of v0 and of the last version against the train split's ground truth, and
-- the last checkpoint's top-k class-agnostic proposals on the val split,
+- the smoothed priors of v0 and of the last version against the train split's ground truth,
+- the last checkpoint's top-k class-agnostic proposals on the val split, and
+- as the paper scores its ablations: finetuning from the last checkpoint for
+  ``--finetune-epochs`` epochs on ``--finetune-fraction`` of the labelled train split, once per
+  seed (``--finetune-seeds``, subset seeds 42, 43, ...), category-aware COCO AP on the val split:
+  mean and std over seeds (``--finetune-epochs 0`` skips it),
 
 and prints one JSON line per setting (plus one ``chance`` line: ``priors.sources.random_crops``
 boxes scored the same way, for scale). Usage::
@@ -38,6 +45,10 @@ SETTINGS: list[tuple[str, str, list[str]]] = [
     ("6", "direct", ["priors.source=region+instance", "priors.update=direct"]),
     ("6", "nms", ["priors.source=region+instance", "priors.update=nms"]),
     ("6", "fixed", ["priors.source=region+instance", "priors.update=fixed"]),
+    ("7", "R_0 fixed, no jittering", ["priors.update=fixed", "train.jitter=1.0,1.0"]),
+    ("7", "R_0 fixed, jittering", ["priors.update=fixed"]),
+    ("7", "R_0 fixed, jittering + copy-paste", ["priors.update=fixed", "train.copy_paste=true"]),
+    ("ref", "random_crops / fixed", ["priors.source=random_crops", "priors.update=fixed"]),
 ]
 
 
@@ -86,6 +97,7 @@ def run_setting(table: str, name: str, overrides: list[str], args: argparse.Name
     priors = stages.evaluate_priors(run, versions=sorted({0, versions[-1]}))
     props = stages.evaluate_proposals(run, epoch=run.last_checkpoint(), split="val")
     v0, last = priors["v0000"]["smoothed"], priors[f"v{versions[-1]:04d}"]["smoothed"]
+    scores = finetune_scores(run, slug, args, data)
     return {
         "table": table,
         "setting": name,
@@ -102,7 +114,44 @@ def run_setting(table: str, name: str, overrides: list[str], args: argparse.Name
             run.store.manifest(versions[-1]).stats["smoothed"]["boxes_per_image_mean"], 3
         ),
         "proposals_val": {k: _r(v) for k, v in props["metrics"].items()},
+        **scores,
         "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def finetune_scores(run, slug: str, args: argparse.Namespace, data: Path) -> dict:
+    """Finetune AP (val split) of the run's last checkpoint: per seed, mean and std (ddof 1)."""
+    import statistics
+
+    from joindet.pipeline.config import make_config
+    from joindet.pipeline.stages.finetune import finetune
+
+    if args.finetune_epochs <= 0:
+        return {}
+    init = run.checkpoint_path(run.last_checkpoint())
+    aps = []
+    for k in range(args.finetune_seeds):
+        seed = 42 + k
+        cfg = make_config(
+            "tiny",
+            "synthetic",
+            [
+                *base_overrides(args, data),
+                f"finetune.epochs={args.finetune_epochs}",
+                f"finetune.fraction={args.finetune_fraction}",
+                f"finetune.seed={seed}",
+                f"train.seed={seed}",  # the seed also drives initialisation and augmentation (as in DETReg)
+            ],
+        )
+        cfg.model = run.config.model
+        out = args.out / "finetune" / slug / f"s{seed}"
+        result = finetune(out, init, cfg) if not (out / "run.json").exists() else finetune(out, init)
+        aps.append(float(result.summary["metrics"]["AP"]))
+    return {
+        "finetune": {"epochs": args.finetune_epochs, "fraction": args.finetune_fraction, "seeds": args.finetune_seeds},
+        "finetune_AP": [_r(a) for a in aps],
+        "finetune_AP_mean": _r(statistics.fmean(aps)),
+        "finetune_AP_std": _r(statistics.stdev(aps) if len(aps) > 1 else 0.0),
     }
 
 
@@ -142,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, default=2, help="settings run in parallel processes")
     p.add_argument("--only", nargs="*", default=None, help="setting names to run (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for every setting")
+    p.add_argument("--finetune-epochs", type=int, default=2, help="finetune epochs per seed (0: no finetune score)")
+    p.add_argument("--finetune-seeds", type=int, default=3, help="finetune subset seeds 42, 43, ...")
+    p.add_argument("--finetune-fraction", type=float, default=1.0, help="labelled share of the train split")
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -10,7 +10,8 @@ For each pretraining variant
 
 the pretraining runs once (``pipeline.pretrain.drive_pretrain``, the steps of ``joindet flow run
 pretrain --no-prefect``), then for every fraction and seed the finetune stage runs as DETReg does
-(pipeline/stages/finetune.py: subset ``default_rng(seed)`` of the train split, backbone trained,
+(pipeline/stages/finetune.py: subset ``default_rng(seed)`` of the train split, the same seed for
+initialisation and augmentation (``train.seed``), backbone trained,
 DETR augmentation, the fraction's schedule) and scores category-aware COCO AP on the val split.
 
 Output: one JSON line per cell (``variant``, ``fraction``, ``seed``, ``AP``, ``AP50``, ``AP75``,
@@ -108,7 +109,8 @@ def finetune_cell(variant: str, init: Path | None, fraction: float, seed: int, a
     cfg = make_config(
         args.preset,
         args.dataset,
-        [*common_overrides(args), f"finetune.fraction={fraction}", f"finetune.seed={seed}"],
+        # one seed drives the subset, the new heads' initialisation and the augmentation (as in DETReg)
+        [*common_overrides(args), f"finetune.fraction={fraction}", f"finetune.seed={seed}", f"train.seed={seed}"],
     )
     out = args.out / "finetune" / variant / f"f{fraction:g}-s{seed}"
     result = finetune(out, init, cfg) if not (out / "run.json").exists() else finetune(out, init)

@@ -137,6 +137,7 @@ def _finetune(
     start = 0 if last is None else last + 1
     # Weights come from the pretrained checkpoint (init) or this run's last one (resume): the
     # random-backbone warning applies only to the backbone-only baseline's first start.
+    torch.manual_seed(cfg.train.seed)  # the new class head (and, without init, every weight) from train.seed
     model = build_model(mcfg, warn_random_backbone=start == 0 and init is None)
     if start == 0 and init is not None:
         load_pretrained(model, init)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from joindet.pipeline.model_loading import initial_model
+from joindet.pipeline.progress import RecordingProgress
 from joindet.pipeline.run_dir import RunDir
 from joindet.pipeline.stages import init_priors, mine, smooth
 from joindet.pipeline.stages.image_batches import ImageBatches
@@ -92,7 +93,10 @@ def test_predictions_v0_is_the_untrained_models_top_boxes(tmp_path: Path, synthe
 
 def test_eigen_v0_records_level_and_degenerate_share(tmp_path: Path, synthetic_root: Path) -> None:  # noqa: F811
     run = new_run(tmp_path / "run", synthetic_root)
-    init_priors(run)
+    progress = RecordingProgress()
+    init_priors(run, progress)
+    logs = [e[1] for e in progress.events if e[0] == "log"]
+    assert any("encoder level C3" in m for m in logs), logs  # printed at start
     stats = run.store.manifest(0).stats
     assert stats["source"] == "region+instance"
     assert stats["mined_level"] == {"index": 0, "name": "C3", "stride": 8}
