@@ -166,6 +166,7 @@ def two_node_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_mining_on_local_processes_and_on_threads_commits_identical_versions(
     local_run: Path, tiny_data: Path, tmp_path: Path
 ) -> None:
@@ -180,6 +181,7 @@ def test_mining_on_local_processes_and_on_threads_commits_identical_versions(
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_two_nodes_train_with_world_size_2_and_mine_in_2_processes(two_node_run: Path) -> None:
     assert [line["world_size"] for line in _log(two_node_run)] == [2, 2]
     info = json.loads((two_node_run / "run.json").read_text())
@@ -198,6 +200,7 @@ def test_two_nodes_train_with_world_size_2_and_mine_in_2_processes(two_node_run:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_two_nodes_match_one_process_with_the_same_global_batch(
     two_node_run: Path, tiny_data: Path, tmp_path: Path
 ) -> None:
@@ -222,6 +225,7 @@ def _finish_or_resume(flow: CliProcess, run: Path, home: Path, *runner: str) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_a_worker_killed_during_mining_still_gives_the_uninterrupted_priors(
     local_run: Path, tiny_data: Path, tmp_path: Path, cli_process
 ) -> None:
@@ -242,6 +246,7 @@ def test_a_worker_killed_during_mining_still_gives_the_uninterrupted_priors(
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_a_rank_killed_during_training_fails_the_block_and_the_resume_gives_the_same_priors(
     two_node_run: Path, tiny_data: Path, tmp_path: Path, cli_process
 ) -> None:
