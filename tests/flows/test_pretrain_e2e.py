@@ -67,10 +67,13 @@ def test_each_version_is_published_as_a_prefect_table_artifact(reference_run: tu
     finally:
         db.close()
     assert flows == [("COMPLETED",)]
+    from joindet.flows.prefect_steps import run_key
+
+    prefix = run_key(reference_run[0])  # keys are unique per run: folder name + digest of its path
     assert sorted((k, t) for k, t, _ in rows) == [
-        ("run-v0000", "table"),
-        ("run-v0001", "table"),
-        ("run-v0002", "table"),
+        (f"{prefix}-v0000", "table"),
+        (f"{prefix}-v0001", "table"),
+        (f"{prefix}-v0002", "table"),
     ]
     assert all("AR@100" in data for _, _, data in rows)
 

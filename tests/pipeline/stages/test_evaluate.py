@@ -105,7 +105,7 @@ def test_evaluate_proposals_of_a_checkpoint_on_the_eval_split(tmp_path: Path, in
     written = json.loads((run.path / "metrics" / "proposals-epoch-0001-val.json").read_text())
     assert written == result
     run.checkpoint_path(1).unlink()
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="epoch-0001.pt does not exist"):
         evaluate_proposals(run)
 
 
