@@ -43,12 +43,6 @@ class DetectorConfig:
     backbone_pretrain_method: str = "simclr"
     backbone_pretrain_epochs: int = 20
     backbone_pretrain_size: int = 96
-    # Self-supervised pretraining of the backbone on the run's own images before init, when
-    # backbone_weights is not given (pipeline/ssl): method (simclr | dino), epochs, crop side in pixels.
-    backbone_pretrain: bool = False
-    backbone_pretrain_method: str = "simclr"
-    backbone_pretrain_epochs: int = 20
-    backbone_pretrain_size: int = 96
     # transformer
     num_feature_levels: int = 4
     d_model: int = 256
