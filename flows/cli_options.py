@@ -38,6 +38,11 @@ def set_option(func: Callable) -> Callable:
     )(func)
 
 
+def _count_option(name: str, minimum: int, help: str) -> Callable:
+    """A whole-number option of at least ``minimum``, ``None`` when not given (the runner's default)."""
+    return click.option(name, type=click.IntRange(min=minimum), default=None, help=help)
+
+
 def runner_options(func: Callable) -> Callable:
     """Where the stages run: --cluster / --workers / --dask-address / --threads / --nodes /
     --gpus-per-node / --nproc-per-node / --nnodes / --no-prefect (read with :func:`runner_choice`)."""
@@ -50,11 +55,8 @@ def runner_options(func: Callable) -> Callable:
             "cuda: one Dask worker per GPU (dask-cuda); slurm/pbs: --nodes jobs (dask-jobqueue, "
             "queue/account/walltime/memory with --set cluster.KEY=VALUE or its config file).",
         ),
-        click.option(
-            "--workers",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Worker processes of a local (or cuda) Dask cluster; alone it means --cluster local.",
+        _count_option(
+            "--workers", 1, "Worker processes of a local (or cuda) Dask cluster; alone it means --cluster local."
         ),
         click.option(
             "--dask-address",
@@ -62,18 +64,10 @@ def runner_options(func: Callable) -> Callable:
             metavar="tcp://HOST:PORT",
             help="Run on an existing Dask cluster; the run directory and data root must be shared storage.",
         ),
-        click.option(
-            "--threads",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Threads of the default (thread-pool) runner; default: one per CPU core.",
-        ),
-        click.option("--nodes", type=click.IntRange(min=1), default=None, help="slurm/pbs: jobs (nodes) to start."),
-        click.option(
-            "--gpus-per-node",
-            type=click.IntRange(min=0),
-            default=None,
-            help="slurm/pbs: GPUs, and Dask workers, per job (default 1; 0: CPU jobs of one worker).",
+        _count_option("--threads", 1, "Threads of the default (thread-pool) runner; default: one per CPU core."),
+        _count_option("--nodes", 1, "slurm/pbs: jobs (nodes) to start."),
+        _count_option(
+            "--gpus-per-node", 0, "slurm/pbs: GPUs, and Dask workers, per job (default 1; 0: CPU jobs of one worker)."
         ),
         click.option(
             "--nproc-per-node",
@@ -82,11 +76,10 @@ def runner_options(func: Callable) -> Callable:
             show_default=True,
             help="Train with torchrun on G processes per node (DDP: gloo on CPU, nccl on GPU).",
         ),
-        click.option(
+        _count_option(
             "--nnodes",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Train over N nodes: one torchrun agent per node in the Dask cluster's workers "
+            1,
+            "Train over N nodes: one torchrun agent per node in the Dask cluster's workers "
             "(c10d rendezvous); world size N x --nproc-per-node. Default: --nodes on slurm/pbs, else 1.",
         ),
         click.option(
