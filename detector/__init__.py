@@ -6,10 +6,7 @@ one light module of it (``presets``) does not load torch.
 
 from __future__ import annotations
 
-import importlib
-import sys
-from types import ModuleType
-from typing import Any
+from joindet.lazy_exports import lazy_exports
 
 #: public name -> the sub-module that defines it.
 _LAZY: dict[str, str] = {
@@ -37,30 +34,5 @@ _LAZY: dict[str, str] = {
     "ms_deform_attn": "deform_attn",
 }
 
-__all__ = sorted(_LAZY)
-
-
-class _Package(ModuleType):
-    """Keeps ``joindet.detector.postprocess`` the function when the import system binds the
-    sub-module of the same name to the package (whenever any code imports the sub-module)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "postprocess" and isinstance(value, ModuleType):
-            value = value.postprocess
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+#: ``joindet.detector.postprocess`` stays the function once the sub-module of the same name is imported.
+__all__, __getattr__, __dir__ = lazy_exports(globals(), _LAZY, shadowed={"postprocess"})

@@ -6,10 +6,7 @@ PriorStore`` loads only the store, not torch or scipy, so that the command line 
 
 from __future__ import annotations
 
-import importlib
-import sys
-from types import ModuleType
-from typing import Any
+from joindet.lazy_exports import lazy_exports
 
 #: public name -> the sub-module that defines it.
 _LAZY: dict[str, str] = {
@@ -47,33 +44,5 @@ _LAZY: dict[str, str] = {
     "update_priors": "updates",
 }
 
-__all__ = sorted(_LAZY)
-
 #: names that are both a sub-module and the function it defines: the package exposes the function.
-_SHADOWED = frozenset({"churn", "colour_tokens"})
-
-
-class _Package(ModuleType):
-    """Keeps ``joindet.priors.churn`` the function when the import system binds the sub-module
-    of the same name to the package (it does so whenever any code imports the sub-module)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _SHADOWED and isinstance(value, ModuleType):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__all__, __getattr__, __dir__ = lazy_exports(globals(), _LAZY, shadowed={"churn", "colour_tokens"})

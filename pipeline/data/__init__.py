@@ -10,8 +10,7 @@ index do not load torch (``transforms`` does), so the command line starts fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from joindet.lazy_exports import lazy_exports
 
 #: public name -> the sub-module that defines it (``synthetic_categories`` is synthetic.categories).
 _LAZY: dict[str, str] = {
@@ -51,19 +50,6 @@ _LAZY: dict[str, str] = {
     "VOC_CLASSES": "voc",
     "voc_dataset": "voc",
 }
-_RENAMED = {"synthetic_categories": ("synthetic", "categories")}
-
-__all__ = sorted([*_LAZY, *_RENAMED])
-
-
-def __getattr__(name: str) -> Any:
-    module, attr = _RENAMED.get(name, (_LAZY.get(name), name))
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(
+    globals(), _LAZY, renamed={"synthetic_categories": ("synthetic", "categories")}
+)

@@ -7,8 +7,7 @@ single-writer lock, attention_maps.py the Zarr eigen-attention maps, errors.py t
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from joindet.lazy_exports import lazy_exports
 
 #: public name -> the module of this package that defines it; imported on first use (PEP 562) so
 #: that reading a manifest does not load zarr (attention_maps.py).
@@ -28,17 +27,4 @@ _LAZY: dict[str, str] = {
     "PriorStore": "store",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__all__, __getattr__, __dir__ = lazy_exports(globals(), _LAZY)
