@@ -21,7 +21,7 @@ marker (``meta["failed"]``) and added to the quarantine by ``mine``/``smooth``, 
 What is mined depends on ``priors.source``: region+instance, region, instance (IG-filtered
 decoder boxes), predictions (every foreground decoder box, no IG), region0 (the fixed R_0,
 copied per shard), random_crops / selective_search (baselines of ``priors.sources``, staged as
-kind ``region``).
+kind ``region``; both drawn afresh for each version, seeded by version and image).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from joindet.priors import (
     region_priors,
     selective_search,
 )
+from joindet.priors.sources import image_seed
 from joindet.priors.store.attention_maps import AttentionLayoutError, AttentionMaps, AttentionStore, MapWriter
 
 
@@ -153,7 +154,7 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
         # Fresh crops for every version (seeded by it), the same for an image whatever its shard.
         kinds = {"region": random_crops(ids[~np.isin(ids, list(skip))], cfg.priors.random_crops, seed=version)}
     elif source == "selective_search":
-        kinds, failed = _selective_search(run, ids, skip, progress)
+        kinds, failed = _selective_search(run, version, ids, skip, progress)
     else:
         raise ValueError(f"priors.source={source!r} cannot be mined; see pipeline.config.PRIOR_SOURCES")
     meta["failed"] = [list(f) for f in failed]
@@ -255,8 +256,10 @@ def _mine_with_model(
 
 
 def _selective_search(
-    run: RunDir, ids: np.ndarray, skip: frozenset[int], progress: Progress
+    run: RunDir, version: int, ids: np.ndarray, skip: frozenset[int], progress: Progress
 ) -> tuple[dict[str, BoxSet], list[tuple[int, str, str]]]:
+    """DETReg's boxes of the shard's images; OpenCV's proposal order drawn per (version, image), as
+    DETReg draws a new order at every load, yet reproducible whatever the shard."""
     dataset = run.dataset()
     parts, failed = [], []
     progress.start("selective search", len(ids))
@@ -268,7 +271,7 @@ def _selective_search(
         except ImageLoadError as exc:
             failed.append((exc.image_id, exc.file, exc.reason))
             continue
-        boxes = selective_search(image, max_boxes=run.config.priors.random_crops)
+        boxes = selective_search(image, max_boxes=run.config.priors.random_crops, seed=image_seed(version, image_id))
         parts.append(BoxSet.from_arrays(np.full(len(boxes), image_id, np.int64), boxes, None, "region"))
         progress.advance(1)
     progress.end(None)

@@ -3,7 +3,6 @@ the mined level and degenerate-map share in the manifest, and update=fixed keepi
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +14,10 @@ from joindet.pipeline.progress import RecordingProgress
 from joindet.pipeline.run_dir import RunDir
 from joindet.pipeline.stages import init_priors, mine, smooth
 from joindet.pipeline.stages.image_batches import ImageBatches
-from joindet.priors import random_crops
+from joindet.priors import random_crops, selective_search
+from joindet.priors.sources import image_seed
 
 from .stage_fixtures import NUM_IMAGES, new_run, synthetic_root, tiny_config, write_checkpoint  # noqa: F401
-
-init_module = importlib.import_module("joindet.pipeline.stages.init_priors")
 
 pytestmark = pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")
 
@@ -49,26 +47,34 @@ def test_random_crops_v0_is_exactly_the_crops_and_fixed_keeps_it(tmp_path: Path,
         assert not np.array_equal(mined.boxes, v0.boxes)  # the test would pass trivially otherwise
 
 
-def test_selective_search_v0_holds_its_boxes(tmp_path: Path, synthetic_root: Path, monkeypatch) -> None:  # noqa: F811
-    calls = []
-
-    def fake_selective_search(image: np.ndarray, max_boxes: int = 30) -> np.ndarray:
-        # stands in for OpenCV's contrib module (not installed here): records the call, returns
-        # max_boxes boxes that depend on the image
-        calls.append((image.shape, max_boxes))
-        v = float(image.mean()) / 255.0
-        return np.tile(np.asarray([[0.1 * v, 0.1, 0.5, 0.6]], np.float32), (max_boxes, 1))
-
-    monkeypatch.setattr(init_module, "selective_search", fake_selective_search)
+def test_selective_search_v0_holds_its_boxes_and_fixed_keeps_them(tmp_path: Path, synthetic_root: Path) -> None:  # noqa: F811
     cfg = tiny_config("priors.source=selective_search", "priors.update=fixed")
     run = new_run(tmp_path / "run", synthetic_root, cfg)
     init_priors(run)
     v0 = run.store.read(0, "smoothed")
-    assert len(calls) == NUM_IMAGES and all(n == cfg.priors.random_crops for _, n in calls)
-    assert all(shape[2] == 3 for shape, _ in calls)
-    assert (_per_image(v0) == cfg.priors.random_crops).all()
-    first = run.dataset().load(int(run.image_ids()[0]))
-    assert np.allclose(v0.for_image(int(run.image_ids()[0])).boxes, fake_selective_search(first, 30))
+    ids = run.image_ids()
+    assert np.array_equal(np.unique(v0.image_ids), np.sort(ids)) and run.store.manifest(0).stats["source"] == (
+        "selective_search"
+    )
+    # each image's v0 is DETReg's top 30 of selective search on it, with the image's seed
+    for image_id in ids.tolist():
+        want = selective_search(run.dataset().load(image_id), max_boxes=30, seed=image_seed(0, image_id))
+        assert len(want) == cfg.priors.random_crops == 30
+        assert np.array_equal(v0.for_image(image_id).boxes, want)
+    assert np.array_equal(run.store.read(0, "region").boxes, v0.boxes)
+    # later versions: selective search with another order is mined, fixed keeps v0
+    mine(run, 2)
+    smooth(run, 2)
+    later = run.store.read(2, "smoothed")
+    assert np.array_equal(later.image_ids, v0.image_ids) and np.array_equal(later.boxes, v0.boxes)
+    assert np.array_equal(later.scores, v0.scores)
+    mined = run.store.read(2, "region")
+    first = int(ids[0])
+    assert np.array_equal(
+        mined.for_image(first).boxes,
+        selective_search(run.dataset().load(first), max_boxes=30, seed=image_seed(2, first)),
+    )
+    assert not np.array_equal(mined.boxes, v0.boxes)  # the test would pass trivially otherwise
 
 
 def test_predictions_v0_is_the_untrained_models_top_boxes(tmp_path: Path, synthetic_root: Path) -> None:  # noqa: F811
