@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
+
+import pytest
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="joindet-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
@@ -25,3 +28,12 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 def pytest_sessionfinish(session, exitstatus) -> None:  # noqa: ARG001 (pytest hook signature)
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fault_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dataset of the fault-injection tests (tests/fault_run.py): 6 synthetic train images of
+    64 px and 2 val images, made once per test module."""
+    from joindet.pipeline.data.synthetic import generate_synthetic
+
+    return generate_synthetic(tmp_path_factory.mktemp("faults") / "syn", num_images=6, size=64, val_images=2)

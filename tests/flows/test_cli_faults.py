@@ -3,37 +3,25 @@ the file and the fix, no traceback, a non-zero exit; a refused command changes n
 
 The pipeline side of these cases is tests/pipeline/test_faults.py. One tiny run (6 images of
 64 px, 2 epochs, a version after each) is built once, in this process and without Prefect; each
-test works on a copy.
+test works on a copy. The run's settings and helpers are tests/fault_run.py.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fault_run import SETTINGS, copy_run, flip, sha
 
 from joindet.flows.cli import main
-from joindet.pipeline.model_loading import clear_cache
 from joindet.priors import PriorStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-SETTINGS = [
-    "schedule.epochs=2",
-    "schedule.update_every=1",
-    "mine.shards=2",
-    "train.num_workers=0",
-    "train.batch_size=2",
-    "mine.batch_size=2",
-    "mine.save_attention=false",
-]
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -61,37 +49,17 @@ def pretrain_args(data: Path, run: Path, *extra: str) -> list[str]:
     return [*args, "--no-prefect", "--quiet", *extra]
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def flip(path: Path, start: int = 2000, count: int = 1000) -> None:
-    data = bytearray(path.read_bytes())
-    for i in range(start, min(start + count, len(data))):
-        data[i] ^= 0x5A
-    path.write_bytes(bytes(data))
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from joindet.pipeline.data.synthetic import generate_synthetic
-
-    return generate_synthetic(tmp_path_factory.mktemp("faults") / "syn", num_images=6, size=64, val_images=2)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
+def base(tmp_path_factory: pytest.TempPathFactory, fault_data: Path) -> Path:
     run = tmp_path_factory.mktemp("base") / "run"
-    code, out, err = cli(*pretrain_args(data, run))
+    code, out, err = cli(*pretrain_args(fault_data, run))
     assert code == 0, out + err
     return run
 
 
 @pytest.fixture
 def run(base: Path, tmp_path: Path) -> Path:
-    clear_cache()
-    shutil.copytree(base, tmp_path / "run")
-    return tmp_path / "run"
+    return copy_run(base, tmp_path)
 
 
 def test_runs_verify_good_run_exits_0(run: Path) -> None:
@@ -113,21 +81,21 @@ def test_corrupt_checkpoint_refused_by_resume_and_verify(run: Path) -> None:
     assert code == 1 and "epoch-0000.pt is damaged" in err
 
 
-def test_refused_second_writer_leaves_run_json_and_images_byte_identical(run: Path, data: Path) -> None:
+def test_refused_second_writer_leaves_run_json_and_images_byte_identical(run: Path, fault_data: Path) -> None:
     before = {n: sha(run / n) for n in ("run.json", "images.parquet")}
     with PriorStore(run).lock():  # a running writer
-        code, _, err = cli(*pretrain_args(data, run, "--force", "--set", "schedule.epochs=6"))
+        code, _, err = cli(*pretrain_args(fault_data, run, "--force", "--set", "schedule.epochs=6"))
         assert code == 1
         one_line_error(err, "locked by another writer")
-        code, _, err = cli(*pretrain_args(data, run, "--shards", "3"))
+        code, _, err = cli(*pretrain_args(fault_data, run, "--shards", "3"))
         assert code == 1 and "locked by another writer" in err
     assert {n: sha(run / n) for n in before} == before
     assert not list(run.glob("run.json.replaced-*"))
 
 
-def test_changed_config_refused_before_any_work(run: Path, data: Path) -> None:
+def test_changed_config_refused_before_any_work(run: Path, fault_data: Path) -> None:
     before = sha(run / "run.json")
-    code, _, err = cli(*pretrain_args(data, run, "--force", "--set", "model.lr=0.001"))
+    code, _, err = cli(*pretrain_args(fault_data, run, "--force", "--set", "model.lr=0.001"))
     assert code == 1
     one_line_error(err, "epoch-0000.pt", "trained under another configuration")
     assert sha(run / "run.json") == before
@@ -200,7 +168,7 @@ def test_smooth_force_on_unmined_shards_keeps_the_version_and_restore_puts_one_b
     assert code == 1 and "no moved-aside copy" in err
 
 
-def test_malicious_or_unreadable_backbone_file_is_one_line(data: Path, tmp_path: Path) -> None:
+def test_malicious_or_unreadable_backbone_file_is_one_line(fault_data: Path, tmp_path: Path) -> None:
     class Payload:
         def __reduce__(self):
             return (os.system, ("echo pwned",))
@@ -211,7 +179,7 @@ def test_malicious_or_unreadable_backbone_file_is_one_line(data: Path, tmp_path:
     garbage.write_bytes(b"\x00" * 100)
     for weights, needle in ((evil, "cannot be loaded as weights only"), (garbage, "cannot be loaded as weights only")):
         run = tmp_path / f"run-{weights.stem}"
-        code, _, err = cli(*pretrain_args(data, run, "--set", f"model.backbone_weights={weights}"))
+        code, _, err = cli(*pretrain_args(fault_data, run, "--set", f"model.backbone_weights={weights}"))
         assert code == 1
         one_line_error(err, weights.name, needle)
         assert "weights_only" not in err and not (run / "checkpoints").exists()

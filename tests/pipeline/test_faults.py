@@ -2,13 +2,13 @@
 
 One small pretrain (6 images of 64 px, 2 epochs, a new version after each, 2 shards) is built
 once; each test copies it and breaks one thing: a checkpoint's bytes, a manifest, the disk, the
-lock, the images. The CLI side of these cases is tests/flows/test_faults.py.
+lock, the images. The CLI side of these cases is tests/flows/test_cli_faults.py; the run's
+settings and helpers are tests/fault_run.py.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from fault_run import SETTINGS, copy_run, flip, sha
 
 from joindet.pipeline import stages
 from joindet.pipeline.checkpoints import (
@@ -32,7 +33,6 @@ from joindet.pipeline.checkpoints import (
 )
 from joindet.pipeline.config import make_config
 from joindet.pipeline.data import open_dataset
-from joindet.pipeline.model_loading import clear_cache
 from joindet.pipeline.pretrain import drive_pretrain
 from joindet.pipeline.run_checks import verify_run
 from joindet.pipeline.run_dir import RunDir, RunMismatchError
@@ -42,22 +42,15 @@ from joindet.priors.store.lock import WriterLock
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-OVERRIDES = [
-    "schedule.epochs=2",
-    "schedule.update_every=1",
-    "mine.shards=2",
-    "train.num_workers=0",
-    "train.batch_size=2",
-    "mine.batch_size=2",
-    "mine.save_attention=false",
-]
-
 
 class _Steps:
     """The stages called directly in this process (what flows.pretrain.PlainSteps does)."""
 
+    def init_shards(self, run, shard_ids):
+        return [stages.init_shard(str(run.path), s) for s in shard_ids]
+
     def init(self, run):
-        return stages.init_priors(run)
+        return stages.commit_init(run)
 
     def train(self, run, end_epoch):
         return stages.train(run, end_epoch)
@@ -76,24 +69,12 @@ class _Steps:
 
 
 def pretrain(path: Path, dataset: str, root: Path, *extra: str) -> RunDir:
-    cfg = make_config("tiny", dataset, [*OVERRIDES, f"data.root={root}", *extra])
+    cfg = make_config("tiny", dataset, [*SETTINGS, f"data.root={root}", *extra])
     with warnings.catch_warnings(), RunDir.writer_lock(path):
         warnings.simplefilter("ignore")
         run = RunDir.create(path, cfg)
         drive_pretrain(run, _Steps(), evaluate=False)
     return RunDir.open(path)
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def flip(path: Path, start: int = 2000, count: int = 1000) -> None:
-    """XOR ``count`` bytes of ``path`` from ``start`` (as the issue's corruption did)."""
-    data = bytearray(path.read_bytes())
-    for i in range(start, min(start + count, len(data))):
-        data[i] ^= 0x5A
-    path.write_bytes(bytes(data))
 
 
 def huge_png(width: int, height: int) -> bytes:
@@ -124,25 +105,16 @@ def add_bad_images(folder: Path, good: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from joindet.pipeline.data.synthetic import generate_synthetic
-
-    return generate_synthetic(tmp_path_factory.mktemp("faults") / "syn", num_images=6, size=64, val_images=2)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
+def base(tmp_path_factory: pytest.TempPathFactory, fault_data: Path) -> Path:
     """A complete tiny run: v0, v1 committed; checkpoints of epochs 0 and 1."""
     path = tmp_path_factory.mktemp("base") / "run"
-    pretrain(path, "synthetic", data)
+    pretrain(path, "synthetic", fault_data)
     return path
 
 
 @pytest.fixture
 def run(base: Path, tmp_path: Path) -> RunDir:
-    clear_cache()
-    shutil.copytree(base, tmp_path / "run")
-    return RunDir.open(tmp_path / "run")
+    return RunDir.open(copy_run(base, tmp_path))
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -238,21 +210,21 @@ def test_image_failing_during_training_is_quarantined(run: RunDir, monkeypatch: 
 
 
 # ---------------------------------------------------------------------------- lock and config
-def test_refused_second_writer_changes_nothing(run: RunDir, data: Path) -> None:
+def test_refused_second_writer_changes_nothing(run: RunDir, fault_data: Path) -> None:
     before = {n: sha(run.path / n) for n in ("run.json", "images.parquet")}
     other = PriorStore(run.path)  # another writer: its own lock object
     with other.lock():
         for extra in (["schedule.epochs=6"], ["mine.shards=3"]):
-            cfg = make_config("tiny", "synthetic", [*OVERRIDES, f"data.root={data}", *extra])
+            cfg = make_config("tiny", "synthetic", [*SETTINGS, f"data.root={fault_data}", *extra])
             with pytest.raises(StoreLockedError, match="locked by another writer"):
                 RunDir.create(run.path, cfg, force=True)
             assert {n: sha(run.path / n) for n in before} == before
     assert not list(run.path.glob("run.json.replaced-*"))
 
 
-def test_config_change_is_refused_before_any_work_when_checkpoints_disagree(run: RunDir, data: Path) -> None:
+def test_config_change_is_refused_before_any_work_when_checkpoints_disagree(run: RunDir, fault_data: Path) -> None:
     before = sha(run.path / "run.json")
-    cfg = make_config("tiny", "synthetic", [*OVERRIDES, f"data.root={data}", "model.lr=0.001"])
+    cfg = make_config("tiny", "synthetic", [*SETTINGS, f"data.root={fault_data}", "model.lr=0.001"])
     with pytest.raises(RunMismatchError, match="epoch-0000.pt .*trained under another configuration"):
         RunDir.create(run.path, cfg, force=True)
     assert sha(run.path / "run.json") == before
@@ -351,14 +323,14 @@ def test_verify_run_passes_a_good_run_and_names_each_damage(run: RunDir) -> None
 
 # ---------------------------------------------------------------------------- images
 @pytest.mark.parametrize("layout", ["folder", "coco-json"])
-def test_unreadable_images_are_quarantined_and_the_run_finishes(tmp_path: Path, data: Path, layout: str) -> None:
+def test_unreadable_images_are_quarantined_and_the_run_finishes(tmp_path: Path, fault_data: Path, layout: str) -> None:
     images = tmp_path / "images"
-    shutil.copytree(data / "train", images)
+    shutil.copytree(fault_data / "train", images)
     good = sorted(images.iterdir())
     expected = add_bad_images(images, good[0])
     extra: list[str] = []
     if layout == "coco-json":
-        ann = json.loads(next((data / "annotations").glob("*train*.json")).read_text())
+        ann = json.loads(next((fault_data / "annotations").glob("*train*.json")).read_text())
         next_id = max(im["id"] for im in ann["images"]) + 1
         for i, name in enumerate(sorted(expected)):  # sizes as an annotation tool would record them
             ann["images"].append({"id": next_id + i, "file_name": name, "width": 64, "height": 64})
