@@ -208,6 +208,17 @@ def _dropped(key: str) -> bool:
     return key.startswith(DROPPED_PREFIXES)
 
 
+#: the heads shared by all decoder layers in joindet; both targets keep one copy per decoder layer.
+_HEADS = ("class_embed.", "bbox_embed.")
+
+
+def _per_decoder_layer(key: str, value: Tensor, dec_layers: int) -> dict[str, Tensor]:
+    """``class_embed.REST`` (or ``bbox_embed.REST``) -> ``class_embed.I.REST`` for each decoder
+    layer I, all the same tensor (both targets tie or copy them)."""
+    head, rest = key.split(".", 1)
+    return {f"{head}.{i}.{rest}": value for i in range(dec_layers)}
+
+
 def to_hf_state_dict(state: dict[str, Tensor], cfg: DetectorConfig) -> dict[str, Tensor]:
     """joindet ``state_dict`` -> ``DeformableDetrForObjectDetection`` keys (all of them but none
     of f_emb). The decoder self-attention's packed ``in_proj`` is split into q/k/v projections;
@@ -240,10 +251,8 @@ def to_hf_state_dict(state: dict[str, Tensor], cfg: DetectorConfig) -> dict[str,
             rest = m.group(2)
             new = _layer_key(rest, {}, _HF_DEC) if not rest.startswith("self_attn.in_proj") else rest
             out[f"model.decoder.layers.{m.group(1)}.{new}"] = value
-        elif key.startswith(("class_embed.", "bbox_embed.")):
-            head, rest = key.split(".", 1)
-            for i in range(cfg.dec_layers):
-                out[f"{head}.{i}.{rest}"] = value
+        elif key.startswith(_HEADS):
+            out.update(_per_decoder_layer(key, value, cfg.dec_layers))
         else:
             raise KeyError(f"no transformers counterpart known for joindet key {key!r}")
     return out
@@ -272,10 +281,8 @@ def to_reference_state_dict(state: dict[str, Tensor], cfg: DetectorConfig) -> di
             out[f"transformer.encoder.layers.{m.group(1)}." + _layer_key(m.group(2), _REF_ENC_NAMES, _ENC)] = value
         elif m := re.match(r"^transformer\.decoder\.(\d+)\.(.*)$", key):
             out[f"transformer.decoder.layers.{m.group(1)}." + _layer_key(m.group(2), {}, _REF_DEC)] = value
-        elif key.startswith(("class_embed.", "bbox_embed.")):
-            head, rest = key.split(".", 1)
-            for i in range(cfg.dec_layers):
-                out[f"{head}.{i}.{rest}"] = value
+        elif key.startswith(_HEADS):
+            out.update(_per_decoder_layer(key, value, cfg.dec_layers))
         else:
             raise KeyError(f"no reference Deformable-DETR counterpart known for joindet key {key!r}")
     return out
