@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from joindet.priors.boxset import BoxSet
+from joindet.priors.threads import thread_map
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,11 @@ _PAIRS_PER_BLOCK = 1 << 20
 _SCREEN_MARGIN = 1e-5
 
 
-def churn(prev: BoxSet, cur: BoxSet, iou_thr: float = 0.5) -> Churn:
+def churn(prev: BoxSet, cur: BoxSet, iou_thr: float = 0.5, threads: int | None = None) -> Churn:
     """Matched / added / removed boxes of ``cur`` against ``prev`` (all kinds taken together).
+
+    ``threads``: blocks of images matched at once (None: ``priors.threads.default_threads()``);
+    the result is the same for any count.
 
     Equal to matching every image with ``match_boxes`` (Hungarian on the IoU matrix), computed for
     all images at once (module docstring); mean_iou may differ in the last bits (summation order).
@@ -117,15 +121,21 @@ def churn(prev: BoxSet, cur: BoxSet, iou_thr: float = 0.5) -> Churn:
     both = np.flatnonzero((n_prev > 0) & (n_cur > 0))
     order = both[np.argsort(-n_prev[both], kind="stable")]
     widest_cur = int(n_cur[both].max()) if len(both) else 0
+    blocks = []
     lo = 0
     while lo < len(order):
         rows = int(n_prev[order[lo]])
         hi = min(len(order), lo + max(1, _PAIRS_PER_BLOCK // (rows * widest_cur)))
-        block = order[lo:hi]
-        m, s = _match_block(prev.boxes, cur.boxes, po[block], n_prev[block], co[block], n_cur[block], iou_thr)
+        blocks.append(order[lo:hi])
+        lo = hi
+
+    def match(block: np.ndarray) -> tuple[np.ndarray, float]:
+        return _match_block(prev.boxes, cur.boxes, po[block], n_prev[block], co[block], n_cur[block], iou_thr)
+
+    # Blocks are independent; summed in block order, so the result does not depend on threads.
+    for block, (m, s) in zip(blocks, thread_map(match, blocks, threads)):
         matched[block] = m
         iou_sum += s
-        lo = hi
     total = int(matched.sum())
     return Churn(
         matched=total,

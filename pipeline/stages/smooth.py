@@ -21,6 +21,7 @@ from joindet.pipeline.stages.mine import mining_stats, shard_failures
 from joindet.pipeline.stages.result import StageResult
 from joindet.priors import BoxSet, update_priors
 from joindet.priors.boxset import KIND_CODES
+from joindet.priors.threads import thread_map
 from joindet.storage_schema import KINDS
 
 #: Images per ``update_priors`` call in the smooth stage: bounds Box Smooth's working memory
@@ -128,22 +129,28 @@ def current_boxes(every: BoxSet, kinds: tuple[str, ...]) -> BoxSet:
     return chosen
 
 
-def update_in_chunks(prev: BoxSet, cur: BoxSet, strategy: str, *, r0: BoxSet | None = None, **settings: Any) -> BoxSet:
-    """``update_priors`` run on ranges of ``UPDATE_CHUNK_IMAGES`` images at a time, concatenated.
+def update_in_chunks(
+    prev: BoxSet, cur: BoxSet, strategy: str, *, r0: BoxSet | None = None, threads: int | None = None, **settings: Any
+) -> BoxSet:
+    """``update_priors`` run on ranges of ``UPDATE_CHUNK_IMAGES`` images, ``threads`` chunks at a
+    time (None: ``priors.threads.default_threads()``), concatenated in image order.
 
     Every strategy treats each image on its own (``fixed`` returns R_0 whole and runs once), so
     the result is the same as one call, while Box Smooth's working memory is bounded by a chunk
-    instead of the whole version (about 2.9 GB for 118,287 images x (100 + 100) boxes at once).
+    instead of the whole version (about 2.9 GB for 118,287 images x (100 + 100) boxes at once):
+    ``threads`` chunks are in memory at a time.
     """
     if strategy == "fixed":
         return update_priors(prev, cur, strategy, r0=r0, **settings)
     ids = np.union1d(prev.unique_image_ids(), cur.unique_image_ids())
     starts = ids[::UPDATE_CHUNK_IMAGES]
     stops = np.append(starts[1:], np.iinfo(np.int64).max)
-    parts = [
-        update_priors(_image_range(prev, lo, hi), _image_range(cur, lo, hi), strategy, r0=r0, **settings)
-        for lo, hi in zip(starts.tolist(), stops.tolist())
-    ]
+
+    def one(bounds: tuple[int, int]) -> BoxSet:
+        lo, hi = bounds
+        return update_priors(_image_range(prev, lo, hi), _image_range(cur, lo, hi), strategy, r0=r0, **settings)
+
+    parts = thread_map(one, list(zip(starts.tolist(), stops.tolist())), threads)
     return BoxSet.concat(parts) if len(parts) != 1 else parts[0]
 
 

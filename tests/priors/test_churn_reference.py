@@ -96,3 +96,14 @@ def test_padding_never_matches_and_blocks_split_images(monkeypatch: pytest.Monke
     _assert_same(prev, cur, 0.5)
     monkeypatch.setattr(churn_module, "_PAIRS_PER_BLOCK", 64)
     _assert_same(prev, cur, 0.5)
+
+
+def test_threads_give_the_same_churn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many small blocks matched on 1 and on 3 threads: equal counts and bit-equal mean IoU."""
+    churn_module = importlib.import_module("joindet.priors.churn")
+    monkeypatch.setattr(churn_module, "_PAIRS_PER_BLOCK", 256)
+    rng = np.random.default_rng(11)
+    prev, cur = _clustered(rng, 50, 1500, 0.02), _clustered(rng, 50, 1200, 0.02)
+    one, three = churn(prev, cur, threads=1), churn(prev, cur, threads=3)
+    assert one.summary() == three.summary() and one.mean_iou == three.mean_iou
+    np.testing.assert_array_equal(one.matched_per_image, three.matched_per_image)

@@ -152,3 +152,29 @@ def _rewrite_mine(run: RunDir, **changes: object) -> RunDir:
     info["config"]["mine"].update(changes)
     (run.path / "run.json").write_text(json.dumps(info))
     return RunDir.open(run.path)
+
+
+def test_update_in_chunks_equals_one_call_on_any_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 7 images, on 1 or 3 threads, give the boxes and scores of one Box Smooth call."""
+    import importlib
+
+    import numpy as np
+
+    smooth_stage = importlib.import_module("joindet.pipeline.stages.smooth")  # the package exports the function
+
+    rng = np.random.default_rng(2)
+
+    def boxes(n: int, kind: str) -> BoxSet:
+        lo = rng.random((n, 2)) * 0.6
+        return BoxSet.from_arrays(
+            rng.integers(0, 60, n), np.concatenate([lo, lo + 0.05 + rng.random((n, 2)) * 0.3], 1), rng.random(n), kind
+        )
+
+    prev, cur = boxes(900, "smoothed"), boxes(1100, "region")
+    whole = update_priors(prev, cur, "box_smooth", max_per_image=20)
+    monkeypatch.setattr(smooth_stage, "UPDATE_CHUNK_IMAGES", 7)
+    for threads in (1, 3):
+        got = smooth_stage.update_in_chunks(prev, cur, "box_smooth", threads=threads, max_per_image=20)
+        np.testing.assert_array_equal(got.image_ids, whole.image_ids)
+        np.testing.assert_array_equal(got.boxes, whole.boxes)
+        np.testing.assert_array_equal(got.scores, whole.scores)
