@@ -1,7 +1,8 @@
 """The pretrain flow's steps as Prefect tasks: states, task runs and artifacts show in the UI.
 
-Mining maps ``mine_shard_task`` over the flow's task runner (threads, or Dask processes that
-receive only the run path, version and shard id). Training runs in the flow's process, under
+Init and mining map ``init_shard_task`` / ``mine_shard_task`` over the flow's task runner
+(threads, or Dask processes that receive only the run path, version and shard id); the commit of
+each version runs in the flow's process. Training runs in the flow's process, under
 torchrun as its child, or as torchrun agents inside the Dask workers (``train_on_workers``). Progress bars follow the shards only on the
 thread runner, where the progress object lives in the same process.
 """
@@ -106,6 +107,10 @@ class PrefectSteps:
         self.nnodes = nnodes
         self.train_on_workers = train_on_workers
 
+    def init_shards(self, run: RunDir, shard_ids: list[int]) -> list[Any]:
+        futures = tasks.init_shard_task.map(unmapped(str(run.path)), shard_ids, unmapped(self._shard_progress()))
+        return [f.result() for f in futures]
+
     def init(self, run: RunDir) -> Any:
         return tasks.init_priors_task(run, progress=self.progress)
 
@@ -117,11 +122,16 @@ class PrefectSteps:
         return tasks.train_task(run, end_epoch, progress=self.progress)
 
     def mine(self, run: RunDir, version: int, shard_ids: list[int]) -> list[Any]:
-        ctx = FlowRunContext.get()
-        in_process = ctx is None or isinstance(ctx.task_runner, ThreadPoolTaskRunner)
-        progress = self.progress if in_process else None
+        progress = self._shard_progress()
         futures = tasks.mine_shard_task.map(unmapped(str(run.path)), unmapped(version), shard_ids, unmapped(progress))
         return [f.result() for f in futures]
+
+    def _shard_progress(self) -> Progress | None:
+        """The progress bars for shard tasks on the thread runner (same process); None on Dask,
+        whose workers cannot draw here."""
+        ctx = FlowRunContext.get()
+        in_process = ctx is None or isinstance(ctx.task_runner, ThreadPoolTaskRunner)
+        return self.progress if in_process else None
 
     def smooth(self, run: RunDir, version: int) -> Any:
         return tasks.smooth_task(run, version, progress=self.progress)

@@ -9,6 +9,7 @@ chosen task runner, inside ``pretrain_flow``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,7 +22,7 @@ from joindet.pipeline.run_dir import RunDir
 
 
 class PlainSteps:
-    """The stages called directly in this process; mining shards on ``threads`` threads.
+    """The stages called directly in this process; init and mining shards on ``threads`` threads.
 
     ``nproc_per_node > 1`` trains under torchrun (a child process group), as the Prefect flow does.
     """
@@ -31,8 +32,11 @@ class PlainSteps:
         self.threads = max(1, threads)
         self.nproc_per_node = nproc_per_node
 
+    def init_shards(self, run: RunDir, shard_ids: list[int]) -> list[Any]:
+        return self._on_threads(lambda s: stages.init_shard(str(run.path), s, progress=self.progress), shard_ids)
+
     def init(self, run: RunDir) -> Any:
-        return stages.init_priors(run, progress=self.progress)
+        return stages.commit_init(run, progress=self.progress)
 
     def train(self, run: RunDir, end_epoch: int) -> Any:
         if self.nproc_per_node > 1:
@@ -43,10 +47,13 @@ class PlainSteps:
         return stages.train(run, end_epoch, progress=self.progress)
 
     def mine(self, run: RunDir, version: int, shard_ids: list[int]) -> list[Any]:
-        def one(shard_id: int) -> Any:
-            return stages.mine_shard(str(run.path), version, shard_id, progress=self.progress)
+        return self._on_threads(
+            lambda s: stages.mine_shard(str(run.path), version, s, progress=self.progress), shard_ids
+        )
 
-        if self.threads == 1 or len(shard_ids) == 1:
+    def _on_threads(self, one: Callable[[int], Any], shard_ids: list[int]) -> list[Any]:
+        """``one(shard_id)`` for every shard, on up to ``threads`` threads; results in shard order."""
+        if self.threads == 1 or len(shard_ids) <= 1:
             return [one(s) for s in shard_ids]
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
             return list(pool.map(one, shard_ids))

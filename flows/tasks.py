@@ -2,7 +2,7 @@
 
 Caching is off (``NO_CACHE``): resume is decided by the run's store (committed versions, staged
 shards, checkpoints), never by Prefect's result cache, and a RunDir or a progress object is not
-something to hash. ``mine_shard_task`` takes only plain values so a Dask worker in another
+something to hash. ``init_shard_task`` and ``mine_shard_task`` take only plain values so a Dask worker in another
 process can run it; the stage caches its loaded model per (process, checkpoint).
 """
 
@@ -19,9 +19,15 @@ from joindet.pipeline.progress import NULL_PROGRESS, Progress
 _TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
+@task(name="init_shard", task_run_name="init v0 shard {shard_id}", **_TASK)
+def init_shard_task(run_path: str, shard_id: int, progress: Progress | None = None) -> Any:
+    return stages.init_shard(run_path, shard_id, progress=progress or NULL_PROGRESS)
+
+
 @task(name="init_priors", **_TASK)
 def init_priors_task(run: Any, progress: Progress = NULL_PROGRESS) -> Any:
-    return stages.init_priors(run, progress=progress)
+    """Commit v0 from its staged shards (``init_shard_task`` computes them)."""
+    return stages.commit_init(run, progress=progress)
 
 
 @task(name="train", **_TASK)

@@ -1,6 +1,7 @@
 """The pretrain driver: ask the run plan what is left, run each step, record what happened.
 
-``drive_pretrain(run, steps)`` is the whole pretraining loop without Prefect or click: init, then
+``drive_pretrain(run, steps)`` is the whole pretraining loop without Prefect or click: init (the
+shards of v0 the plan says are missing, then its commit), then
 for each block of the schedule (``pipeline.schedule``) train, mine the shards the plan says are
 missing, smooth, evaluate and publish. A re-run does only what the plan says is not done.
 ``steps`` says *how* each piece runs (``flows.pretrain.PlainSteps`` in this process,
@@ -20,7 +21,14 @@ from joindet.pipeline.tensorboard_log import log_version, version_pictures
 
 
 class Steps(Protocol):
-    """How the pretrain loop runs each stage; every method returns the stage's result."""
+    """How the pretrain loop runs each stage; every method returns the stage's result.
+
+    ``init_shards`` and ``mine`` compute shards (``stages.init_shard`` / ``stages.mine_shard``,
+    each on its own when the runner allows); ``init`` commits v0 from its staged shards
+    (``stages.commit_init``), ``smooth`` commits a mined version.
+    """
+
+    def init_shards(self, run: RunDir, shard_ids: list[int]) -> list[Any]: ...
 
     def init(self, run: RunDir) -> Any: ...
 
@@ -108,6 +116,13 @@ def drive_pretrain(run: RunDir, steps: Steps, evaluate: bool | None = None) -> P
 
     v0 = VersionReport(version=0, committed_now=0 not in plan.committed())
     with step(run.path, "init v0000"):
+        if v0.committed_now:
+            # Failed images stay in the shard markers until the commit quarantines them: init's
+            # shard plan leaves the quarantine out, so it must not change under staged shards.
+            v0.mined = plan.missing_shards(0)
+            v0.reused = [s for s in range(run.config.mine.shards) if s not in v0.mined]
+            if v0.mined:
+                steps.init_shards(run, v0.mined)
         v0.statistics = _summary(steps.init(run))
     if v0.committed_now:
         _publish(run, steps, v0, evaluate)

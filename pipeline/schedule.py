@@ -9,9 +9,15 @@ stage all ask here):
   comes before the first block.
 - **Epoch -> version.** Epoch ``e`` trains on the latest committed version ``<=`` the first epoch
   of its block.
+- **Shards.** Mining version ``n >= 1`` cuts the image index into ``mine.shards`` contiguous
+  ranges (:func:`shard_ranges`). Init (v0) cuts the images it will read (the index less the
+  quarantine) into ``mine.shards`` contiguous runs of whole batches of ``mine.batch_size``
+  (:func:`init_shard_ranges`): each shard then reads exactly the batches one process would, so
+  v0 is bit-identical whatever the number of shards.
 - **Done.** A version is done when its manifest is committed; a shard of a version when it is
-  staged (its marker, no data read) for the current shard plan (``mine.shards`` contiguous ranges of
-  the image index) and, when mined by the model, by the checkpoint of epoch ``n - 1`` as it is now;
+  staged (its marker, no data read) for the current shard plan and, when mined by the model, by
+  the checkpoint of epoch ``n - 1`` as it is now (an init shard: under the same images, batch
+  size and config digest);
   an epoch when it is at most the newest epoch whose checkpoint file exists and matches its marker
   (size and sha256; older checkpoints may be deleted by ``train.keep_checkpoints``). A version
   whose manifest exists but does not parse is *damaged*: reported, never counted as done.
@@ -78,6 +84,20 @@ def shard_ranges(image_ids: np.ndarray, num_shards: int) -> list[np.ndarray]:
     if num_shards < 1:
         raise ValueError(f"num_shards={num_shards} must be at least 1 (mine.shards in the config)")
     return [np.asarray(s, np.int64) for s in np.array_split(np.asarray(image_ids, np.int64), num_shards)]
+
+
+def init_shard_ranges(todo: np.ndarray, num_shards: int, batch_size: int) -> list[np.ndarray]:
+    """``num_shards`` contiguous ranges of ``todo`` (the image ids init reads, in index order),
+    each a run of whole batches of ``batch_size`` (the last batch may be short; shards past the
+    last batch are empty). Batch ``k`` is ``todo[k * batch_size:(k + 1) * batch_size]`` whatever
+    the shard count, so the shards together compute exactly the batches of one shard."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards={num_shards} must be at least 1 (mine.shards in the config)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1 (mine.batch_size in the config)")
+    todo = np.asarray(todo, np.int64)
+    batches = np.array_split(np.arange(-(-len(todo) // batch_size)), num_shards)
+    return [todo[g[0] * batch_size : (g[-1] + 1) * batch_size] if len(g) else todo[:0] for g in batches]
 
 
 @dataclass
@@ -154,9 +174,29 @@ class RunPlan:
             None,
         )
 
-    def shards(self) -> list[np.ndarray]:
-        """The current shard plan: ``mine.shards`` contiguous ranges of the image index."""
+    def shards(self, version: int | None = None) -> list[np.ndarray]:
+        """The current shard plan of a mined version (``version`` None or >= 1): ``mine.shards``
+        contiguous ranges of the image index; of init (``version`` 0): :meth:`init_shards`."""
+        if version == 0:
+            return self.init_shards()
         return shard_ranges(self.run.image_ids(), self.run.config.mine.shards)
+
+    def init_shards(self) -> list[np.ndarray]:
+        """Init's shard plan: the image index less the quarantine, in ``mine.shards`` runs of whole
+        batches of ``mine.batch_size`` (:func:`init_shard_ranges`)."""
+        ids = self.run.image_ids()
+        skip = self.run.quarantined_ids()
+        todo = np.asarray([i for i in ids.tolist() if i not in skip], np.int64) if skip else ids
+        cfg = self.run.config.mine
+        return init_shard_ranges(todo, cfg.shards, cfg.batch_size)
+
+    def _expected_meta(self, version: int) -> dict[str, Any]:
+        """Marker fields a staged shard of ``version`` must carry to count as done besides its
+        range: for init the batch size and config digest it was computed under (a changed one
+        would give other boxes for the same range); nothing more for a mined version."""
+        if version != 0:
+            return {}
+        return {"batch_size": self.run.config.mine.batch_size, "config_digest": self.run.config.digest()}
 
     def done_shards(self, version: int) -> set[int]:
         """Shards of the current plan staged (marker parses, data file of the marker's size), for
@@ -167,19 +207,22 @@ class RunPlan:
         Reads every marker once and stats its file; never reads shard data (checked when smooth
         reads it), so planning N shards costs O(N).
         """
-        shards = self.shards()
+        shards = self.shards(version)
         current = self._mining_checkpoint_digest(version)
+        expected = self._expected_meta(version)
         return {
             shard_id
             for shard_id, marker in self.run.store.staged_shards(version).items()
-            if self._marker_done(marker, shards, current)
+            if self._marker_done(marker, shards, current, expected)
         }
 
     def shard_done(self, version: int, shard_id: int) -> bool:
         """``shard_id in done_shards(version)`` from that shard's own marker alone (what a mining
         task asks before it mines: O(1) in the number of shards)."""
         marker = self.run.store.staged_marker(version, shard_id)
-        return marker is not None and self._marker_done(marker, self.shards(), self._mining_checkpoint_digest(version))
+        return marker is not None and self._marker_done(
+            marker, self.shards(version), self._mining_checkpoint_digest(version), self._expected_meta(version)
+        )
 
     def _mining_checkpoint_digest(self, version: int) -> str | None:
         """Digest of the checkpoint of epoch ``version - 1`` as it is now (None: none; cached per file)."""
@@ -187,12 +230,18 @@ class RunPlan:
         return file_digest(ckpt) if ckpt is not None and ckpt.exists() else None
 
     @staticmethod
-    def _marker_done(marker: Any, shards: list[np.ndarray], current: str | None) -> bool:
+    def _marker_done(
+        marker: Any, shards: list[np.ndarray], current: str | None, expected: dict[str, Any] | None = None
+    ) -> bool:
         if marker.shard_id >= len(shards):
             return False
         ids = shards[marker.shard_id]
         first, last = (int(ids[0]), int(ids[-1])) if len(ids) else (None, None)
         if (marker.meta.get("first_image_id"), marker.meta.get("last_image_id")) != (first, last):
+            return False
+        if marker.meta.get("num_images", len(ids)) != len(ids):
+            return False
+        if any(marker.meta.get(key) != value for key, value in (expected or {}).items()):
             return False
         mined_by = marker.meta.get("checkpoint_digest")
         return mined_by is None or current is None or mined_by == current
@@ -234,6 +283,9 @@ class RunPlan:
         last = self.last_checkpoint()
         num_shards = self.run.config.mine.shards
         entries = [_version_entry("init v0000", 0, committed, damaged)]
+        done = len(self.done_shards(0)) if entries[0].state == "pending" else 0
+        if done:  # init ran shards and stopped before its commit
+            entries[0] = ScheduleEntry("init v0000", "staged", f"{min(done, num_shards)} of {num_shards} shards")
         for b in self.blocks:
             trained = 0 if last is None else max(0, min(last + 1, b.end) - b.start)
             state = "done" if trained == b.end - b.start else ("staged" if trained else "pending")

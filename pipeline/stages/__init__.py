@@ -1,7 +1,7 @@
 """Pipeline stages: init_priors, mine, smooth, train, evaluate, finetune."""
 
 from joindet.pipeline.stages.evaluate import coco_metrics, evaluate_priors, evaluate_proposals
-from joindet.pipeline.stages.init_priors import init_priors
+from joindet.pipeline.stages.init_priors import commit_init, init_priors, init_shard
 from joindet.pipeline.stages.mine import mine, mine_shard
 from joindet.pipeline.stages.result import ShardResult, StageResult
 from joindet.pipeline.stages.smooth import smooth
@@ -10,6 +10,8 @@ __all__ = [
     "StageResult",
     "ShardResult",
     "init_priors",
+    "init_shard",
+    "commit_init",
     "mine",
     "mine_shard",
     "smooth",

@@ -23,22 +23,37 @@ reads): for the eigen and prediction sources the same boxes with ``priors.min_sc
 own count is the setting (``update=fixed`` then keeps exactly these boxes). Unreadable images are
 quarantined. The manifest records the mined encoder level and the share of degenerate
 (all-zero) attention maps of the eigen sources.
+
+Sharding, as mining: :func:`init_shard` computes one shard of the images and stages it
+(``priors/_staging/v0000/``, a marker with the host, pid, device and thread count that computed
+it); :func:`commit_init` writes v0 from the staged shards; :func:`init_priors` does both in this
+process. Init's shards are runs of whole batches (``RunPlan.init_shards``), each batch read and
+run as one process would (a batch whose image fails to load is one image short; later batches
+keep their images), with torch held at ``INFERENCE_THREADS`` threads: the same v0, bit for bit,
+whatever the shard count and whoever computes each shard. ``init_shard`` takes the run's path
+(for a Dask worker) and no lock; images that fail to load are recorded in its marker and
+quarantined by the commit, after which the shard plan (which leaves the quarantine out) is not
+asked again.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from joindet.detector.presets import mined_level
 from joindet.pipeline.data import ImageLoadError
-from joindet.pipeline.model_loading import initial_model, resolve_device
+from joindet.pipeline.model_loading import INFERENCE_THREADS, fixed_threads, initial_model, resolve_device
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
 from joindet.pipeline.run_dir import RunDir
-from joindet.pipeline.stages.image_batches import ImageBatches
-from joindet.pipeline.stages.result import StageResult
+from joindet.pipeline.schedule import RunPlan, quarantine_failures
+from joindet.pipeline.stages.image_batches import Batch, ImageBatches
+from joindet.pipeline.stages.result import ShardResult, StageResult
 from joindet.priors import BoxSet, colour_tokens, eigen_attention, random_crops, region_priors, selective_search
 from joindet.priors.sources import image_seed
 
@@ -47,27 +62,146 @@ BOX_SOURCES = ("random_crops", "selective_search")
 
 
 def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = False) -> StageResult:
-    """Compute and commit version 0; skipped when it is committed (``force``: move it aside first)."""
+    """Compute the shards of version 0 not yet staged, in this process, then commit it; skipped
+    when it is committed (``force``: move it aside and drop its staged shards first)."""
+    progress = progress or NULL_PROGRESS
+    with run.lock():
+        if run.store.has_version(0) and not force:
+            return StageResult("init_priors", True, {"version": 0})
+        if force:
+            set_aside_init(run, progress)
+        t0 = time.perf_counter()
+        plan = RunPlan(run)
+        todo = plan.missing_shards(0)
+        if todo:
+            shards = plan.shards(0)
+            progress.log(init_description(run.config))
+            progress.start(init_title(run.config), sum(len(shards[s]) for s in todo))
+            one_bar = _WithinTask(progress)  # one bar over every shard, as one process sees it
+            for shard_id in todo:
+                init_shard(str(run.path), shard_id, one_bar)
+        return commit_init(run, progress, started=t0)
+
+
+def set_aside_init(run: RunDir, progress: Progress = NULL_PROGRESS) -> None:
+    """``init --force``: move the committed version 0 (if any) to ``priors/_replaced`` and delete
+    its staged shards, so that every shard is computed again."""
+    with run.lock():
+        if run.store.has_version(0):
+            progress.log(f"moved the committed version 0 aside to {run.store.move_aside(0)}")
+        if run.store.discard_staging(0):
+            progress.log("dropped the staged shards of version 0")
+
+
+def init_title(cfg) -> str:
+    """The progress title of init for ``priors.source``."""
+    return {
+        "predictions": "init_priors v0: untrained model's predictions",
+        "random_crops": "init_priors v0: random crops",
+        "selective_search": "init_priors v0: selective search",
+    }.get(cfg.priors.source, "init_priors R_0")
+
+
+def init_description(cfg) -> str:
+    """One line saying what v0 is made of."""
+    if cfg.priors.source in BOX_SOURCES + ("predictions",):
+        return f"init_priors: v0 from {cfg.priors.source}"
+    level = mined_level(cfg.model)
+    what = "colour tokens" if cfg.priors.init_features == "colour" else f"backbone {level['name']}"
+    return f"init_priors: R_0 from {what}; later versions mine encoder level {level['name']}"
+
+
+def init_shard(run_path: str, shard_id: int, progress: Progress = NULL_PROGRESS) -> ShardResult:
+    """Compute and stage one shard of version 0; skipped when it is staged (or v0 committed)."""
+    progress = progress or NULL_PROGRESS
+    run = RunDir.open(run_path)
+    cfg = run.config
+    plan = RunPlan(run)
+    shards = plan.shards(0)
+    if not 0 <= shard_id < len(shards):
+        raise ValueError(f"shard {shard_id} does not exist: init has {len(shards)} shards (mine.shards)")
+    ids = shards[shard_id]
+    if run.store.has_version(0) or plan.shard_done(0, shard_id):
+        return ShardResult(0, shard_id, True, num_images=len(ids))
+    t0 = time.perf_counter()
+    source = cfg.priors.source
+    meta: dict = {
+        "first_image_id": int(ids[0]) if len(ids) else None,
+        "last_image_id": int(ids[-1]) if len(ids) else None,
+        "num_images": len(ids),
+        "source": source,
+        "batch_size": cfg.mine.batch_size,
+        "config_digest": cfg.digest(),
+        "device": str(resolve_device(cfg.mine.device)),
+        # Who computed it: a shard's boxes do not depend on it (fixed threads), but a debugger asks.
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "threads": INFERENCE_THREADS,
+    }
+    progress.start(f"{init_title(cfg)} shard {shard_id}", len(ids))
+    if source in BOX_SOURCES:
+        region, failed = _box_source(run, ids, progress)
+    else:
+        with fixed_threads(INFERENCE_THREADS):
+            region, failed, meta["maps"] = _model_source(run, ids, progress)
+    meta["failed"] = [list(f) for f in failed]
+    run.store.write_shard(0, shard_id, {"region": region}, meta=meta)
+    progress.end({"shard": shard_id, "region": len(region)})
+    return ShardResult(
+        0,
+        shard_id,
+        False,
+        num_images=len(ids),
+        counts={"region": len(region)},
+        failed=failed,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+def commit_init(run: RunDir, progress: Progress = NULL_PROGRESS, started: float | None = None) -> StageResult:
+    """Commit version 0 from its staged shards (kinds region and smoothed); skipped when committed.
+
+    Raises ValueError when shards are missing (run ``init_shard`` for them, or ``init_priors``).
+    ``started``: ``time.perf_counter()`` when the shards began, for the summary's seconds.
+    """
     progress = progress or NULL_PROGRESS
     with run.lock():
         if run.store.has_version(0):
-            if not force:
-                return StageResult("init_priors", True, {"version": 0})
-            moved = run.store.move_aside(0)
-            progress.log(f"moved the committed version 0 aside to {moved}")
-        t0 = time.perf_counter()
+            return StageResult("init_priors", True, {"version": 0})
+        t0 = time.perf_counter() if started is None else started
         cfg = run.config
         source = cfg.priors.source
-        if source in BOX_SOURCES:
-            region, failed, todo, stats = _box_source(run, progress)
-            smoothed = region.with_kind("smoothed")
-        else:
-            region, failed, todo, stats = _model_source(run, progress)
-            smoothed = cap_per_image(region, cfg.priors.min_score, cfg.priors.max_per_image).with_kind("smoothed")
+        plan = RunPlan(run)
+        missing = plan.missing_shards(0)
+        if missing:
+            raise ValueError(
+                f"version 0 has {len(missing)} of {cfg.mine.shards} shards not computed (e.g. shard {missing[0]}); "
+                f"run `joindet stage run init {run.path}` first"
+            )
+        if started is None:  # alone (the shards ran elsewhere): its own task for the summary below
+            progress.start("init_priors v0: commit", None, unit="box")
+        todo = sum(len(ids) for ids in plan.shards(0))  # asked before the quarantine grows below
+        wanted = range(cfg.mine.shards)
+        markers = run.store.staged_shards(0)
+        region = run.store.read_staged_all(0, wanted).with_kind("region")
+        failed = [(int(i), str(f), str(r)) for s in wanted for i, f, r in markers[s].meta.get("failed", [])]
         if failed:
-            run.add_quarantine(failed)
+            quarantine_failures(run, failed)
             for image_id, file, reason in failed:
                 progress.log(f"quarantined image {image_id} ({file}): {reason}")
+        if source in BOX_SOURCES:
+            smoothed = region.with_kind("smoothed")
+            stats: dict = {"boxes_per_image_setting": cfg.priors.random_crops}
+        else:
+            smoothed = cap_per_image(region, cfg.priors.min_score, cfg.priors.max_per_image).with_kind("smoothed")
+            stats = {}
+            if source != "predictions":
+                maps = np.asarray([markers[s].meta["maps"] for s in wanted], np.int64).sum(0)
+                stats = {
+                    "mined_level": mined_level(cfg.model),
+                    "init_features": cfg.priors.init_features,
+                    "degenerate_maps": round(int(maps[1]) / max(int(maps[0]), 1), 6),
+                }
         manifest = run.store.commit(
             0,
             {"region": region, "smoothed": smoothed},
@@ -80,6 +214,7 @@ def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = F
         summary = {
             "version": 0,
             "source": source,
+            "shards": cfg.mine.shards,
             "images": mined,
             "quarantined": len(failed),
             "region_boxes": len(region),
@@ -93,35 +228,31 @@ def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = F
         return StageResult("init_priors", False, summary)
 
 
-def _model_source(run: RunDir, progress: Progress) -> tuple[BoxSet, list, int, dict]:
-    """v0 of the eigen sources (R_0) and of ``predictions``: one pass of the initial model.
+def _batches(run: RunDir, ids: np.ndarray, failed: list) -> Iterator[Batch]:
+    """The batches of ``ids``: each run of ``mine.batch_size`` ids is one batch (less the images
+    that fail to load, which land in ``failed``), so the batches of a shard are those of one
+    shard over every image whatever the shard boundaries (which fall between batches)."""
+    cfg = run.config
+    dataset, size = run.dataset(), cfg.mine.batch_size
+    for lo in range(0, len(ids), size):
+        chunk = ImageBatches(dataset, ids[lo : lo + size], cfg.model.test_size, cfg.model.max_size, size)
+        yield from chunk
+        failed += chunk.failed
 
-    Returns (boxes of kind region, failed images, images to do, manifest statistics).
+
+def _model_source(run: RunDir, ids: np.ndarray, progress: Progress) -> tuple[BoxSet, list, list[int]]:
+    """v0 of the eigen sources (R_0) and of ``predictions`` over ``ids``: one pass of the initial
+    model (none for colour tokens, which need no weights).
+
+    Returns (boxes of kind region, failed images, [maps computed, degenerate maps]).
     """
     cfg = run.config
     device = resolve_device(cfg.mine.device)
-    model = initial_model(cfg, device)
-    batches = ImageBatches(
-        run.dataset(),
-        run.image_ids(),
-        cfg.model.test_size,
-        cfg.model.max_size,
-        cfg.mine.batch_size,
-        skip=frozenset(run.quarantined_ids()),
-    )
-    todo = len(batches.todo())
     predictions = cfg.priors.source == "predictions"
-    stats: dict = {}
-    if predictions:
-        progress.start("init_priors v0: untrained model's predictions", todo)
-    else:
-        level = mined_level(cfg.model)
-        what = "colour tokens" if cfg.priors.init_features == "colour" else f"backbone {level['name']}"
-        progress.log(f"init_priors: R_0 from {what}; later versions mine encoder level {level['name']}")
-        progress.start("init_priors R_0", todo)
-    parts, degenerate, maps_seen = [], 0, 0
+    model = initial_model(cfg, device) if predictions or cfg.priors.init_features != "colour" else None
+    parts, failed, counts = [], [], [0, 0]
     with torch.inference_mode():
-        for batch in batches:
+        for batch in _batches(run, ids, failed):
             images, pad = batch.images.to(device), batch.pad_mask.to(device)
             if predictions:
                 out = model(images, pad)
@@ -130,33 +261,25 @@ def _model_source(run: RunDir, progress: Progress) -> tuple[BoxSet, list, int, d
                 feat, valid = _features(model, images, pad, cfg)
                 boxes, n_degenerate = _regions(batch.image_ids, feat, valid, cfg)
                 parts.append(boxes)
-                degenerate += n_degenerate
-                maps_seen += len(batch.image_ids)
+                counts[0] += len(batch.image_ids)
+                counts[1] += n_degenerate
             progress.advance(len(batch.image_ids))
-    if not predictions:
-        stats = {
-            "mined_level": mined_level(cfg.model),
-            "init_features": cfg.priors.init_features,
-            "degenerate_maps": round(degenerate / max(maps_seen, 1), 6),
-        }
     region = BoxSet.concat(parts).with_kind("region") if parts else BoxSet.empty().with_kind("region")
-    return region, list(batches.failed), todo, stats
+    return region, failed, counts
 
 
-def _box_source(run: RunDir, progress: Progress) -> tuple[BoxSet, list, int, dict]:
-    """v0 of random_crops (seed 0) and selective_search: ``priors.random_crops`` boxes per image."""
+def _box_source(run: RunDir, ids: np.ndarray, progress: Progress) -> tuple[BoxSet, list]:
+    """v0 of random_crops (seed 0) and selective_search over ``ids``: ``priors.random_crops`` boxes
+    per image. Returns (boxes of kind region, failed images)."""
     cfg = run.config
-    skip = set(run.quarantined_ids())
-    ids = np.asarray([i for i in run.image_ids().tolist() if i not in skip], np.int64)
     n = cfg.priors.random_crops
     if cfg.priors.source == "random_crops":
-        progress.start("init_priors v0: random crops", len(ids))
+        # Each image's crops depend on (seed, image id) alone: the same whatever the shard.
         region = random_crops(ids, n, seed=0)
         progress.advance(len(ids))
-        return region, [], len(ids), {"boxes_per_image_setting": n}
+        return region, []
     dataset = run.dataset()
     parts, failed = [], []
-    progress.start("init_priors v0: selective search", len(ids))
     for image_id in ids.tolist():
         try:
             image = dataset.load(image_id)
@@ -167,7 +290,27 @@ def _box_source(run: RunDir, progress: Progress) -> tuple[BoxSet, list, int, dic
         parts.append(BoxSet.from_arrays(np.full(len(boxes), image_id, np.int64), boxes, None, "region"))
         progress.advance(1)
     region = BoxSet.concat(parts).with_kind("region") if parts else BoxSet.empty().with_kind("region")
-    return region, failed, len(ids), {"boxes_per_image_setting": n}
+    return region, failed
+
+
+class _WithinTask:
+    """A shard's progress inside the caller's one task: advances and logs pass, starts and ends
+    of the shard do not (``init_priors`` shows one bar over every shard)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def start(self, task: str, total: int | None, unit: str = "img") -> None:
+        pass
+
+    def advance(self, n: int = 1, **metrics) -> None:
+        self.progress.advance(n, **metrics)
+
+    def end(self, summary=None) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        self.progress.log(message)
 
 
 def top_predictions(image_ids: np.ndarray, logits: torch.Tensor, boxes: torch.Tensor, cfg) -> BoxSet:

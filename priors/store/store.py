@@ -31,7 +31,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -264,10 +264,26 @@ class PriorStore:
         every = self.read_staged_all(version)
         return {k: every.of_kind(k) for k in kinds}
 
-    def read_staged_all(self, version: int) -> BoxSet:
-        """Every staged box of ``version``, all kinds, sorted by image_id (stable: shard order, then
-        each shard file's row order); each shard file read and checked once."""
-        return BoxSet.concat(self._read_shard(version, mk) for _, mk in sorted(self.staged_shards(version).items()))
+    def read_staged_all(self, version: int, shard_ids: Iterable[int] | None = None) -> BoxSet:
+        """Every staged box of ``version`` (of the shards ``shard_ids`` only, when given), all kinds,
+        sorted by image_id (stable: shard order, then each shard file's row order); each shard file
+        read and checked once."""
+        markers = self.staged_shards(version)
+        wanted = sorted(markers) if shard_ids is None else sorted({int(s) for s in shard_ids})
+        missing = [s for s in wanted if s not in markers]
+        if missing:
+            raise StoreError(f"version {version} has no staged shard {missing[0]} (staged: {sorted(markers)})")
+        return BoxSet.concat(self._read_shard(version, markers[s]) for s in wanted)
+
+    def discard_staging(self, version: int) -> bool:
+        """Delete the staged shards of ``version`` (a forced redo that starts from none, when the
+        committed version it replaces is kept aside); False when nothing was staged."""
+        src = f"{STAGING}/v{version:04d}"
+        with self.lock():
+            if not self.rfs.is_dir(src):
+                return False
+            self.rfs.delete_dir(src)
+            return True
 
     def _valid_marker(self, version: int, shard_id: int, check_file: bool = True) -> ShardMarker | None:
         """The parsed marker of a shard, or None when missing, unparsable, of another shard or (with

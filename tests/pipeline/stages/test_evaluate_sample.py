@@ -103,6 +103,10 @@ class _RecordingSteps:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
+    def init_shards(self, run: RunDir, shard_ids: list[int]) -> list:
+        self.calls.append("init shards")
+        return []
+
     def init(self, run: RunDir) -> None:
         self.calls.append("init")
 
