@@ -86,40 +86,53 @@ def load_reference(repo: str) -> tuple[Callable | None, str]:
     return namespace[REF_FUNC], f"loaded from {repo}"
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> float:
+def median_time(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> float:
+    """Median wall time of ``reps`` calls of ``fn`` after ``warmup`` untimed ones, seconds; the
+    device is synchronised around each timed call."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def _inputs(cfg, size: int, device: torch.device, batch: int = 2, boxes_per_image: int = 5):
+def random_batch(
+    size: int,
+    device: torch.device,
+    batch: int = 2,
+    boxes_per_image: int = 5,
+    emb_dim: int | None = None,
+    pad_from: float = 0.75,
+):
+    """A seeded training batch: images float ``[B, 3, size, size]``, ``pad_mask`` bool
+    ``[B, size, size]`` (True on padding: the last image's rows from ``pad_from * size`` on), and
+    per image ``boxes_per_image`` normalised cxcywh ``boxes``, ``labels`` 1 and, with ``emb_dim``,
+    random embedding targets ``embs`` ``[K, emb_dim]``."""
     g = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, size, size, generator=g).to(device)
     pad = torch.zeros(batch, size, size, dtype=torch.bool, device=device)
-    pad[1, int(size * 0.75) :] = True  # one padded image, as in real batches
+    pad[-1, int(size * pad_from) :] = True  # one padded image, as in real batches
     targets = []
     for _ in range(batch):
         centre = torch.rand(boxes_per_image, 2, generator=g) * 0.6 + 0.2
         wh = torch.rand(boxes_per_image, 2, generator=g) * 0.3 + 0.05
-        targets.append(
-            {
-                "boxes": torch.cat([centre, wh], 1).to(device),
-                "labels": torch.ones(boxes_per_image, dtype=torch.long, device=device),
-                "embs": torch.randn(boxes_per_image, cfg.emb_dim, generator=g).to(device),
-            }
-        )
+        target = {
+            "boxes": torch.cat([centre, wh], 1).to(device),
+            "labels": torch.ones(boxes_per_image, dtype=torch.long, device=device),
+        }
+        if emb_dim is not None:
+            target["embs"] = torch.randn(boxes_per_image, emb_dim, generator=g).to(device)
+        targets.append(target)
     return images, pad, targets
 
 
@@ -129,7 +142,7 @@ def _attn_op_time(op: Callable, calls: list[tuple], device: torch.device, reps: 
             v, loc_, w = (t.detach().requires_grad_(True) for t in (value, loc, weights))
             op(v, shapes, loc_, w).sum().backward()
 
-    return _timed(run, device, reps)
+    return median_time(run, device, reps)
 
 
 def bench_preset(name: str, size: int, device: torch.device, reps: int, reference: Callable | None) -> dict:
@@ -140,7 +153,7 @@ def bench_preset(name: str, size: int, device: torch.device, reps: int, referenc
         model = build_model(cfg).to(device)
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(model, cfg)
-    images, pad, targets = _inputs(cfg, size, device)
+    images, pad, targets = random_batch(size, device, emb_dim=cfg.emb_dim)
 
     def train_step() -> None:
         model.train()
@@ -155,8 +168,8 @@ def bench_preset(name: str, size: int, device: torch.device, reps: int, referenc
         model.eval()
         postprocess(model(images, pad))
 
-    step_s = _timed(train_step, device, reps)
-    infer_s = _timed(inference, device, reps)
+    step_s = median_time(train_step, device, reps)
+    infer_s = median_time(inference, device, reps)
     emb_steps = bench_embedding_steps(cfg, model, criterion, optimizer, images, pad, targets, device, reps)
 
     calls: list[tuple] = []
@@ -253,10 +266,10 @@ def bench_embedding_steps(cfg, model, criterion, optimizer, images, pad, targets
     times: dict[str, list[float]] = {"before": [], "after": []}
     for _ in range(reps):
         for key, step in (("before", before), ("after", after)):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             step()
-            _sync(device)
+            sync(device)
             times[key].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
@@ -356,11 +369,11 @@ def bench_op_case(name: str, size: int, kind: str, device: torch.device, reps: i
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(reps):
         for key, step in steps.items():
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             for _ in range(inner):
                 step()
-            _sync(device)
+            sync(device)
             times[key].append((time.perf_counter() - t0) / inner)
     med = {k: statistics.median(v) for k, v in times.items()}
     with torch.no_grad():

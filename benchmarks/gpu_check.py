@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_mine  # noqa: E402  (benchmarks/ is not a package)
-from bench_detector import level_shapes  # noqa: E402
+from bench_detector import level_shapes, median_time, random_batch, sync  # noqa: E402
 
 from joindet.detector import build_model  # noqa: E402
 from joindet.detector.deform_attn import ms_deform_attn  # noqa: E402
@@ -51,33 +51,15 @@ from joindet.pipeline.stages.train_loop import build_train_parts, train_step  # 
 from joindet.priors import eigen_attention  # noqa: E402
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _peak_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
-def _batch(size: int, batch: int, emb_dim: int, device: torch.device, boxes: int = 10):
-    g = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, size, size, generator=g).to(device)
-    pad = torch.zeros(batch, size, size, dtype=torch.bool, device=device)
-    pad[-1, int(size * 0.8) :] = True
-    targets = []
-    for _ in range(batch):
-        centre = torch.rand(boxes, 2, generator=g) * 0.6 + 0.2
-        wh = torch.rand(boxes, 2, generator=g) * 0.3 + 0.05
-        targets.append(
-            {
-                "boxes": torch.cat([centre, wh], 1).to(device),
-                "labels": torch.ones(boxes, dtype=torch.long, device=device),
-            }
-        )
-    return images, pad, targets
+def _batch(size: int, batch: int, device: torch.device):
+    """Random images and prior boxes (10 per image, no embedding targets: the training step makes them)."""
+    return random_batch(size, device, batch, boxes_per_image=10, pad_from=0.8)
 
 
 def check_train(preset: str, size: int, batch: int, steps: int, device: torch.device) -> dict:
@@ -85,20 +67,17 @@ def check_train(preset: str, size: int, batch: int, steps: int, device: torch.de
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         parts = build_train_parts(cfg, DistInfo(device=device))
-    images, pad, targets = _batch(size, batch, cfg.model.emb_dim, device)
+    images, pad, targets = _batch(size, batch, device)
     parts.model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    losses: list[float] = []
+
+    def step() -> None:
+        losses.append(train_step(parts, images, pad, [dict(t) for t in targets])[1])
+
     train_step(parts, images, pad, [dict(t) for t in targets])  # warm-up (cuDNN autotune, allocator)
-    times, losses = [], []
-    for _ in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        _, total = train_step(parts, images, pad, [dict(t) for t in targets])
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-        losses.append(total)
-    step_s = statistics.median(times)
+    step_s = median_time(step, device, steps, warmup=0)
     return {
         "preset": preset,
         "image_size": size,
@@ -121,15 +100,15 @@ def check_mine(preset: str, size: int, images: int, batch: int, reps: int, devic
     for rep in range(reps):
         order = ("forward", "mine") if rep % 2 == 0 else ("mine", "forward")
         for what in order:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             if what == "forward":
                 bench_mine.forward_only(run)
-                _sync(device)
+                sync(device)
                 forward.append(time.perf_counter() - t0)
             else:
                 bench_mine.mine_once(run, bench_mine.Split())
-                _sync(device)
+                sync(device)
                 mined.append(time.perf_counter() - t0)
     f, m = statistics.median(forward), statistics.median(mined)
     return {
@@ -149,7 +128,7 @@ def check_eigen(preset: str, size: int, batch: int, device: torch.device) -> dic
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_model(cfg).to(device).eval()
-    images, pad, _ = _batch(size, batch, cfg.emb_dim, device)
+    images, pad, _ = _batch(size, batch, device)
     with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
         out = model(images, pad)
     feats, valid = out["enc_features"].float(), out["enc_valid"]
@@ -157,10 +136,10 @@ def check_eigen(preset: str, size: int, batch: int, device: torch.device) -> dic
     maps = {}
     for where, (f, v) in {"device": (feats, valid), "cpu": (feats.cpu(), valid.cpu())}.items():
         eigen_attention(f, v)  # warm-up
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         maps[where] = eigen_attention(f, v).cpu().flatten(1)
-        _sync(device)
+        sync(device)
         timings[where] = time.perf_counter() - t0
     a, b = maps["device"], maps["cpu"]
     cos = (a * b).sum(1).abs() / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
@@ -190,16 +169,14 @@ def check_deform(preset: str, size: int, device: torch.device, reps: int) -> dic
 
     def timed(dtype: torch.dtype) -> tuple[torch.Tensor, float]:
         args = (value.to(dtype), shapes, loc.to(dtype), weights.to(dtype))
+        last: dict[str, torch.Tensor] = {}
+
+        def call() -> None:
+            last["out"] = ms_deform_attn(*args)
+
         with torch.no_grad():
-            out = ms_deform_attn(*args)  # warm-up
-            times = []
-            for _ in range(reps):
-                _sync(device)
-                t0 = time.perf_counter()
-                out = ms_deform_attn(*args)
-                _sync(device)
-                times.append(time.perf_counter() - t0)
-        return out.float(), statistics.median(times)
+            seconds = median_time(call, device, reps)  # one warm-up call first
+        return last["out"].float(), seconds
 
     full, full_s = timed(torch.float32)
     result: dict = {"levels": shapes_list, "tokens": s, "float32_s": round(full_s, 5)}
