@@ -24,7 +24,7 @@ from joindet.flows.cli_options import (
 )
 from joindet.flows.cli_types import data_overrides, dataset_options
 from joindet.flows.reports import format_report, numeric_leaves
-from joindet.flows.runners import RunnerChoice
+from joindet.flows.runners import RunnerChoice, resolved_shards, worker_count
 
 
 def default_run_dir(dataset: str, preset: str, now: _dt.datetime | None = None) -> Path:
@@ -100,7 +100,12 @@ def flow_run() -> None:
 @click.option(
     "--run-dir", default=None, type=click.Path(), help="Run directory (default: runs/<dataset>-<preset>-<timestamp>)."
 )
-@click.option("--shards", type=click.IntRange(min=1), default=None, help="Mining shards per version (mine.shards).")
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Shards of init and of each mined version (mine.shards); default: the preset's, at least one per worker.",
+)
 @click.option("--force", is_flag=True, help="Replace the configuration of an existing run directory (where safe).")
 @set_option
 @runner_options
@@ -128,6 +133,9 @@ def pretrain_cmd(
     extra = data_overrides(data_root, annotations)
     extra += [f"mine.shards={shards}"] if shards else []
     cfg = make_config(preset, dataset, list(overrides) + extra)
+    explicit = any(item.partition("=")[0].strip() == "mine.shards" for item in list(overrides) + extra)
+    # saved resolved in run.json: at least one shard per worker unless the user chose the count
+    cfg.mine.shards = resolved_shards(cfg.mine.shards, explicit, None if explicit else worker_count(choice))
     if cfg.data.root:
         # Workers on other machines open the data root too: never a path relative to this shell.
         cfg.data.root = os.path.abspath(cfg.data.root)
@@ -136,7 +144,7 @@ def pretrain_cmd(
 
     plan_backbone_pretrain(cfg, path)  # model.backbone_pretrain: the weights file the run trains first
     if not quiet:
-        stderr(f"run directory: {path}  (mining on {choice.describe()})")
+        stderr(f"run directory: {path}  (init and mining on {choice.describe()}, {cfg.mine.shards} shards)")
     with RunDir.writer_lock(path):  # held from before run.json is touched to the end of the flow
         run = RunDir.create(path, cfg, force=force)
         with stdout_kept_for_json(as_json):

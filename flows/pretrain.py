@@ -9,12 +9,11 @@ chosen task runner, inside ``pretrain_flow``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import flow
 
+from joindet.flows.runners import on_threads
 from joindet.pipeline import stages
 from joindet.pipeline.pretrain import VersionReport, drive_pretrain
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
@@ -33,7 +32,9 @@ class PlainSteps:
         self.nproc_per_node = nproc_per_node
 
     def init_shards(self, run: RunDir, shard_ids: list[int]) -> list[Any]:
-        return self._on_threads(lambda s: stages.init_shard(str(run.path), s, progress=self.progress), shard_ids)
+        return on_threads(
+            lambda s: stages.init_shard(str(run.path), s, progress=self.progress), shard_ids, self.threads
+        )
 
     def init(self, run: RunDir) -> Any:
         return stages.commit_init(run, progress=self.progress)
@@ -47,16 +48,9 @@ class PlainSteps:
         return stages.train(run, end_epoch, progress=self.progress)
 
     def mine(self, run: RunDir, version: int, shard_ids: list[int]) -> list[Any]:
-        return self._on_threads(
-            lambda s: stages.mine_shard(str(run.path), version, s, progress=self.progress), shard_ids
+        return on_threads(
+            lambda s: stages.mine_shard(str(run.path), version, s, progress=self.progress), shard_ids, self.threads
         )
-
-    def _on_threads(self, one: Callable[[int], Any], shard_ids: list[int]) -> list[Any]:
-        """``one(shard_id)`` for every shard, on up to ``threads`` threads; results in shard order."""
-        if self.threads == 1 or len(shard_ids) <= 1:
-            return [one(s) for s in shard_ids]
-        with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            return list(pool.map(one, shard_ids))
 
     def smooth(self, run: RunDir, version: int) -> Any:
         return stages.smooth(run, version, progress=self.progress)

@@ -9,6 +9,9 @@ shard_id)`` calls and shards are written to the run directory by whoever compute
 results do not depend on the runner; a cluster therefore needs the run directory and the data
 root on a filesystem every worker mounts at the same absolute path.
 
+The default shard count follows the workers (:func:`resolved_shards`): at least one shard per
+worker, so that no worker idles while another computes two shards.
+
 Each Dask worker is placed on a device when it starts (:class:`GpuPlacement`, the rule is
 ``pipeline.distributed.worker_device``). dask-cuda and dask-jobqueue are the optional extra
 ``[cluster]``.
@@ -18,7 +21,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -140,6 +144,69 @@ class RunnerChoice:
 
     def thread_count(self) -> int:
         return self.threads or max(1, os.cpu_count() or 1)
+
+
+def worker_count(
+    choice: RunnerChoice,
+    visible_gpus: Callable[[], int] | None = None,
+    ask_cluster: Callable[[str], int | None] | None = None,
+) -> int | None:
+    """How many shards the runner computes at once: the thread count (``threads``), ``--workers``
+    (``local``: 2 when not given), the visible GPUs (``cuda``, one worker each, unless
+    ``--workers``), ``--nodes`` x workers per job (``slurm``/``pbs``: ``--gpus-per-node``, 1 for
+    CPU jobs), or the workers of the cluster at ``--dask-address`` (``ask_cluster(address)``; None
+    when it cannot be asked). ``visible_gpus`` / ``ask_cluster``: how to count them (defaults:
+    ``CUDA_VISIBLE_DEVICES`` or torch, and a Dask client).
+    """
+    kind = choice.kind
+    if kind == "threads":
+        return choice.thread_count()
+    if kind == "local":
+        return choice.workers or 2
+    if kind == "cuda":
+        return choice.workers or max(1, (visible_gpus or _visible_gpus)())
+    if kind in ("slurm", "pbs"):
+        gpus = choice.gpus_per_node if choice.gpus_per_node is not None else 1
+        return (choice.nodes or 1) * max(1, gpus)
+    return (ask_cluster or _cluster_workers)(str(choice.dask_address))
+
+
+def resolved_shards(configured: int, explicit: bool, workers: int | None) -> int:
+    """``mine.shards`` of a run: the user's value when they set it (``explicit``), else the
+    configured default raised to the worker count (at least one shard per worker)."""
+    if explicit or workers is None:
+        return configured
+    return max(configured, workers)
+
+
+def on_threads(one: Callable[[int], Any], shard_ids: list[int], threads: int) -> list[Any]:
+    """``one(shard_id)`` for every shard on up to ``threads`` threads; results in shard order."""
+    if threads <= 1 or len(shard_ids) <= 1:
+        return [one(s) for s in shard_ids]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(one, shard_ids))
+
+
+def _visible_gpus() -> int:
+    """GPUs this node's Dask workers would get: ``CUDA_VISIBLE_DEVICES`` when set (what dask-cuda
+    reads), else torch's count (0 without CUDA)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return len([d for d in listed.split(",") if d.strip()])
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _cluster_workers(address: str, timeout: float = 10.0) -> int | None:
+    """Workers of the Dask cluster at ``address`` now, or None when it does not answer in time."""
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=timeout, set_as_default=False) as client:
+            return len(client.scheduler_info().get("workers", {})) or None
+    except Exception:  # an unreachable or odd scheduler: the count is a default, not a requirement
+        return None
 
 
 def require_extra(kind: str) -> Any:

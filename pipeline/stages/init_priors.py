@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -61,9 +61,18 @@ from joindet.priors.sources import image_seed
 BOX_SOURCES = ("random_crops", "selective_search")
 
 
-def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = False) -> StageResult:
-    """Compute the shards of version 0 not yet staged, in this process, then commit it; skipped
-    when it is committed (``force``: move it aside and drop its staged shards first)."""
+def init_priors(
+    run: RunDir,
+    progress: Progress = NULL_PROGRESS,
+    force: bool = False,
+    run_shards: Callable[[list[int]], list[ShardResult]] | None = None,
+) -> StageResult:
+    """Compute the shards of version 0 not yet staged, then commit it; skipped when it is
+    committed (``force``: move it aside and drop its staged shards first).
+
+    ``run_shards(shard_ids)``: how the missing shards run (a thread pool, a Dask cluster: each an
+    ``init_shard`` call); default: one after the other in this process, under one progress bar.
+    """
     progress = progress or NULL_PROGRESS
     with run.lock():
         if run.store.has_version(0) and not force:
@@ -73,7 +82,9 @@ def init_priors(run: RunDir, progress: Progress = NULL_PROGRESS, force: bool = F
         t0 = time.perf_counter()
         plan = RunPlan(run)
         todo = plan.missing_shards(0)
-        if todo:
+        if todo and run_shards is not None:
+            run_shards(todo)
+        elif todo:
             shards = plan.shards(0)
             progress.log(init_description(run.config))
             progress.start(init_title(run.config), sum(len(shards[s]) for s in todo))

@@ -33,7 +33,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,11 +69,17 @@ from joindet.priors.store.attention_maps import AttentionLayoutError, AttentionM
 
 
 def mine(
-    run: RunDir, version: int, shard_ids: list[int] | None = None, progress: Progress = NULL_PROGRESS
+    run: RunDir,
+    version: int,
+    shard_ids: list[int] | None = None,
+    progress: Progress = NULL_PROGRESS,
+    run_shards: Callable[[list[int]], list[ShardResult]] | None = None,
 ) -> StageResult:
     """Stage the shards of ``version`` not yet done (all of them when ``shard_ids`` is None).
 
     Skipped when ``version`` is committed or every requested shard is already staged.
+    ``run_shards(shard_ids)``: how the missing shards run (a thread pool, a Dask cluster: each
+    a ``mine_shard`` call, results in shard order); default: one after the other, here.
     """
     progress = progress or NULL_PROGRESS
     _check_version(version)
@@ -93,7 +99,10 @@ def mine(
                 f"mine v{version:04d}: eigen attention of encoder level {level['name']} (stride {level['stride']})"
             )
         t0 = time.perf_counter()
-        results = [mine_shard(str(run.path), version, s, progress) for s in todo]
+        if run_shards is None:
+            results = [mine_shard(str(run.path), version, s, progress) for s in todo]
+        else:
+            results = run_shards(todo)
         failed = [f for r in results for f in r.failed]
         quarantine_failures(run, failed)
         counts: dict[str, int] = {}

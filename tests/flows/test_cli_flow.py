@@ -81,3 +81,31 @@ def test_unfinished_run_still_goes_to_prefect(tmp_path: Path, monkeypatch) -> No
     result = CliRunner().invoke(main, ["flow", "resume", str(run.path), "--quiet", "--json", "--threads", "1"])
     assert result.exit_code != 0 and attempts == ["prefect"]
     assert not run.checkpoint_path(0).exists()
+
+
+@pytest.mark.parametrize(
+    "options, shards",
+    [
+        (["--threads", "3"], 3),  # tiny's 2 shards raised to one per thread
+        (["--workers", "5"], 5),  # one per worker of a local Dask cluster (not started here)
+        (["--threads", "3", "--set", "mine.shards=1"], 1),  # the user's count is kept
+        (["--threads", "3", "--shards", "2"], 2),
+        (["--threads", "1"], 2),  # never below the preset's
+    ],
+)
+def test_run_json_records_the_resolved_shard_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: list[str], shards: int
+) -> None:
+    data = generate_synthetic(tmp_path / "data", num_images=4, size=64, val_images=1)
+    seen: list[int] = []
+
+    def pretrain_stub(run, choice, quiet=False, use_prefect=True):  # the stages are not what is tested
+        seen.append(run.config.mine.shards)
+        return {"run": str(run.path)}
+
+    monkeypatch.setattr(cli_flow, "execute_pretrain", pretrain_stub)
+    args = ["flow", "run", "pretrain", "--dataset", "synthetic", "--data-root", str(data), "--preset", "tiny"]
+    result = CliRunner().invoke(main, [*args, "--run-dir", str(tmp_path / "run"), "--json", "--quiet", *options])
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["config"]["mine"]["shards"] == shards and seen == [shards]

@@ -121,3 +121,56 @@ def test_local_workers_get_the_gpu_placement_plugin() -> None:
     from joindet.flows.dask_runner import ClusterTaskRunner
 
     assert isinstance(build_task_runner(RunnerChoice(cluster="local", workers=2)), ClusterTaskRunner)
+
+
+@pytest.mark.parametrize(
+    "kwargs, gpus, workers",
+    [
+        ({"threads": 3}, 8, 3),  # the thread pool's threads, whatever the GPUs
+        ({"workers": 5}, 0, 5),  # --workers of a local cluster
+        ({"cluster": "local"}, 0, 2),  # a local cluster's default size
+        ({"cluster": "cuda"}, 8, 8),  # one worker per visible GPU
+        ({"cluster": "cuda", "workers": 2}, 8, 2),
+        ({"cluster": "cuda"}, 0, 1),
+        ({"cluster": "slurm", "nodes": 2, "gpus_per_node": 4}, 0, 8),  # nodes x GPUs per node
+        ({"cluster": "pbs", "nodes": 3}, 0, 3),  # one GPU (worker) per job by default
+        ({"cluster": "slurm", "nodes": 2, "gpus_per_node": 0}, 0, 2),  # CPU jobs of one worker
+        ({"dask_address": "tcp://h:1"}, 0, 6),  # what the scheduler says (asked below)
+    ],
+)
+def test_worker_count_of_each_runner(kwargs: dict, gpus: int, workers: int) -> None:
+    from joindet.flows.runners import worker_count
+
+    asked: list[str] = []
+
+    def ask(address: str) -> int:
+        asked.append(address)
+        return 6
+
+    assert worker_count(RunnerChoice(**kwargs), visible_gpus=lambda: gpus, ask_cluster=ask) == workers
+    assert asked == (["tcp://h:1"] if "dask_address" in kwargs else [])
+
+
+def test_an_existing_cluster_that_does_not_answer_has_no_count() -> None:
+    from joindet.flows.runners import resolved_shards, worker_count
+
+    choice = RunnerChoice(dask_address="tcp://h:1")
+    assert worker_count(choice, ask_cluster=lambda _address: None) is None
+    assert resolved_shards(4, False, None) == 4  # the configured default stays
+
+
+@pytest.mark.parametrize(
+    "configured, explicit, workers, shards",
+    [
+        (2, False, 8, 8),  # the preset's 2 raised to one shard per worker
+        (4, False, 2, 4),  # never lowered below the preset's
+        (2, True, 8, 2),  # the user's --set mine.shards / --shards is kept
+        (1, True, 16, 1),
+    ],
+)
+def test_the_default_shard_count_follows_the_workers(
+    configured: int, explicit: bool, workers: int, shards: int
+) -> None:
+    from joindet.flows.runners import resolved_shards
+
+    assert resolved_shards(configured, explicit, workers) == shards
