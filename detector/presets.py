@@ -168,12 +168,14 @@ PRESETS: dict[str, DetectorConfig] = {
     # Fast on 2 CPU cores: used by tests and the CPU demo.
     # Three levels (C3-C5) and mining on the stride-8 one: at 160 px the C5 grid is 5 x 5, too
     # coarse to outline objects or to learn boxes from (docs/ablations.md, "CPU-scale preset").
-    # 100 queries for the AR@100 of proposals; lr 4e-4 suits the small transformer.
+    # 100 queries for the AR@100 of proposals; lr 4e-4 suits the small transformer. The box and
+    # embedding heads are d_model wide, as in Deformable DETR, so a tiny run exports to transformers.
     "tiny": DetectorConfig(
         backbone="resnet18",
         num_feature_levels=3,
         attention_level=0,
         d_model=64,
+        head_hidden=64,
         enc_layers=2,
         dec_layers=2,
         n_heads=4,

@@ -64,7 +64,7 @@ def test_reference_layout_swaps_the_decoder_norm_names_and_copies_shared_heads()
 
 
 def test_hf_layout_splits_the_packed_self_attention_projection() -> None:
-    cfg = get_preset("tiny").with_(head_hidden=64)
+    cfg = get_preset("tiny")
     state = _model(cfg).state_dict()
     hf = to_hf_state_dict(state, cfg)
     packed = state["transformer.decoder.1.self_attn.in_proj_weight"]
@@ -80,20 +80,21 @@ def test_hf_layout_splits_the_packed_self_attention_projection() -> None:
 def test_presets_the_targets_cannot_express_are_refused_naming_the_difference() -> None:
     assert layout_problems(get_preset("paper"), "hf") == []
     assert layout_problems(get_preset("paper-single-scale"), "deformable-detr") == []
-    tiny = layout_problems(get_preset("tiny"), "hf")
-    assert len(tiny) == 1 and "head_hidden=256" in tiny[0] and "d_model=64" in tiny[0]
+    assert layout_problems(get_preset("tiny"), "hf") == []
+    wide = layout_problems(get_preset("tiny").with_(head_hidden=256), "hf")
+    assert len(wide) == 1 and "head_hidden=256" in wide[0] and "d_model=64" in wide[0]
     two = layout_problems(get_preset("paper").with_(num_feature_levels=2, attention_level=0), "hf")
     assert any("num_feature_levels=2" in p for p in two)
-    small = layout_problems(get_preset("tiny").with_(head_hidden=64), "deformable-detr")
+    small = layout_problems(get_preset("tiny"), "deformable-detr")
     assert any("resnet18" in p for p in small)
     with pytest.raises(ValueError, match="head_hidden=256"):
-        hf_config_fields(get_preset("tiny"), 2)
+        hf_config_fields(get_preset("tiny").with_(head_hidden=256), 2)
     with pytest.raises(ValueError, match="unknown export format"):
         layout_problems(get_preset("paper"), "onnx")
 
 
 def test_an_unknown_joindet_key_is_an_error_not_a_silent_drop() -> None:
-    cfg = get_preset("tiny").with_(head_hidden=64)
+    cfg = get_preset("tiny")
     state = dict(_model(cfg).state_dict())
     state["transformer.new_thing.weight"] = torch.zeros(1)
     with pytest.raises(KeyError, match="new_thing"):

@@ -32,8 +32,8 @@ from joindet.storage_schema import SCHEMA_VERSION
 transformers = pytest.importorskip("transformers")
 
 TOLERANCE = 1e-4
-#: tiny's architecture with the box head transformers can express (the preset's head_hidden is 256).
-TINY_HF = get_preset("tiny").with_(head_hidden=64)
+#: the shipped tiny preset (its heads are d_model wide, which transformers can express).
+TINY = get_preset("tiny")
 
 
 def _random_model(cfg: DetectorConfig, seed: int = 0) -> torch.nn.Module:
@@ -99,8 +99,8 @@ def _make_run(path: Path, cfg: DetectorConfig, model: torch.nn.Module, epoch: in
 
 
 def test_hf_export_of_a_run_loads_without_download_and_matches_joindet(tmp_path: Path) -> None:
-    model = _random_model(TINY_HF)
-    run = _make_run(tmp_path / "run", TINY_HF, model)
+    model = _random_model(TINY)
+    run = _make_run(tmp_path / "run", TINY, model)
     out = tmp_path / "hf"
     result = CliRunner().invoke(main, ["export", "model", str(run), "--format", "hf", "-o", str(out), "--json"])
     assert result.exit_code == 0, result.output
@@ -111,7 +111,7 @@ def test_hf_export_of_a_run_loads_without_download_and_matches_joindet(tmp_path:
     box_err, fg_err = _compare(model, out, 160, 192)
     assert box_err < TOLERANCE and fg_err < TOLERANCE, (box_err, fg_err)
     processor = transformers.AutoImageProcessor.from_pretrained(out)
-    assert processor.size.shortest_edge == TINY_HF.test_size and processor.size.longest_edge == TINY_HF.max_size
+    assert processor.size.shortest_edge == TINY.test_size and processor.size.longest_edge == TINY.max_size
     config = json.loads((out / "config.json").read_text())
     assert config["use_timm_backbone"] is False and config["use_pretrained_backbone"] is False
 
@@ -130,12 +130,12 @@ def test_hf_export_of_the_paper_architecture_matches_joindet(cfg: DetectorConfig
 
 
 def test_num_labels_reinitialises_only_the_class_head(tmp_path: Path) -> None:
-    model = _random_model(TINY_HF)
-    result = export_state(model.state_dict(), TINY_HF, tmp_path / "hf5", "hf", num_labels=5)
+    model = _random_model(TINY)
+    result = export_state(model.state_dict(), TINY, tmp_path / "hf5", "hf", num_labels=5)
     assert result.reinitialised == ["class_embed."]
     hf, info = transformers.DeformableDetrForObjectDetection.from_pretrained(tmp_path / "hf5", output_loading_info=True)
     assert {k: v for k, v in info.items() if v} == {}
-    assert hf.class_embed[0].weight.shape == (5, TINY_HF.d_model)
+    assert hf.class_embed[0].weight.shape == (5, TINY.d_model)
     images, pad = _batch(160, 192)
     with torch.no_grad():
         boxes_ours = model(images, pad)["pred_boxes"]
@@ -144,7 +144,7 @@ def test_num_labels_reinitialises_only_the_class_head(tmp_path: Path) -> None:
 
 
 def test_presets_transformers_cannot_express_are_refused_by_the_cli(tmp_path: Path) -> None:
-    cfg = get_preset("tiny")
+    cfg = get_preset("tiny").with_(head_hidden=256)
     run = _make_run(tmp_path / "run", cfg, _random_model(cfg))
     result = CliRunner().invoke(main, ["export", "model", str(run), "--format", "hf", "-o", str(tmp_path / "o")])
     assert result.exit_code == 1
@@ -177,7 +177,7 @@ def test_the_finetune_example_trains_an_export_and_its_loss_decreases(tmp_path: 
     from joindet.pipeline.data.synthetic import generate_synthetic
 
     data = generate_synthetic(tmp_path / "syn", num_images=6, size=64, val_images=1)
-    export_state(_random_model(TINY_HF).state_dict(), TINY_HF, tmp_path / "hf", "hf")
+    export_state(_random_model(TINY).state_dict(), TINY, tmp_path / "hf", "hf")
     path = Path(__file__).parents[2] / "examples" / "finetune_hf.py"
     spec = importlib.util.spec_from_file_location("finetune_hf", path)
     example = importlib.util.module_from_spec(spec)
