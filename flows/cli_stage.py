@@ -20,7 +20,6 @@ from joindet.flows.cli_options import (
     prefect_environment,
     runner_choice,
     runner_options,
-    set_option,
     stderr,
     stdout_kept_for_json,
 )
@@ -194,7 +193,13 @@ def stage_group() -> None:
     is_flag=True,
     help="Redo a committed version (init, smooth) or re-mine every shard (mine); what is replaced is moved aside.",
 )
-@set_option
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="cluster.KEY=VALUE",
+    help="slurm/pbs: one dask-jobqueue setting of the jobs (queue, account, walltime, memory; repeatable).",
+)
 @runner_options
 @output_options
 @clean_errors
