@@ -174,3 +174,14 @@ def test_the_default_shard_count_follows_the_workers(
     from joindet.flows.runners import resolved_shards
 
     assert resolved_shards(configured, explicit, workers) == shards
+
+
+def test_the_workers_of_an_existing_cluster_are_asked_from_its_scheduler() -> None:
+    from distributed import LocalCluster
+
+    from joindet.flows.runners import _cluster_workers, worker_count
+
+    with LocalCluster(n_workers=3, processes=False, protocol="tcp", dashboard_address=None) as cluster:
+        assert worker_count(RunnerChoice(dask_address=cluster.scheduler_address)) == 3
+    # nobody there: no count (the configured shards stay), once the probe's timeout has passed
+    assert _cluster_workers("tcp://127.0.0.1:9", timeout=1) is None
