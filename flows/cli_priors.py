@@ -18,6 +18,7 @@ from rich.table import Table
 
 from joindet import priors  # lazy (PEP 562): the store loads pyarrow when a command uses it
 from joindet.flows.cli_errors import clean_errors
+from joindet.flows.cli_light import light
 from joindet.flows.cli_types import KINDS, VERSION, version_option
 from joindet.priors.store.errors import RunNotFoundError, StoreError, VersionNotFoundError
 
@@ -91,6 +92,7 @@ def priors_group() -> None:
 @_RUN
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list (machine-readable).")
 @clean_errors
+@light
 def ls_cmd(run_path: str, as_json: bool) -> None:
     """Committed versions of RUN with counts and statistics."""
     store = open_store(run_path)
@@ -147,6 +149,7 @@ def ls_cmd(run_path: str, as_json: bool) -> None:
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind (default: all stored).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @clean_errors
+@light
 def show_cmd(run_path: str, version: int | None, image_id: int | None, kind: str | None, as_json: bool) -> None:
     """A version's manifest and statistics, or one image's boxes (--image)."""
     store = open_store(run_path)
@@ -231,6 +234,7 @@ def show_cmd(run_path: str, version: int | None, image_id: int | None, kind: str
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Images that changed most.")
 @click.option("--json", "as_json", is_flag=True)
 @clean_errors
+@light
 def diff_cmd(run_path: str, a: int, b: int, kind: str, iou_thr: float, top: int, as_json: bool) -> None:
     """Churn from version A to version B: matched / added / removed boxes, mean IoU of matched."""
     store = open_store(run_path)
@@ -348,6 +352,7 @@ def import_cmd(run_path: str, file: str, version: int, parent: int | None, force
 @priors_group.command("verify")
 @_RUN
 @clean_errors
+@light
 def verify_cmd(run_path: str) -> None:
     """Check every file of every version against its manifest (sha256, size, rows, schema)."""
     store = open_store(run_path)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from joindet.flows.cli_errors import clean_errors
+from joindet.flows.cli_light import light
 from joindet.flows.cli_options import emit_json
 
 _STYLE = {"done": "green", "staged": "yellow", "pending": "dim", "failed": "red", "damaged": "red"}
@@ -60,8 +61,8 @@ def finetune_status(run_path: str) -> dict[str, Any]:
     """``runs status`` of a finetune run (a run directory with ``finetune.json``): epochs trained
     of the schedule's, the final evaluation, and the next command; same keys as a pretrain status."""
     from joindet.pipeline.checkpoints import verified_epochs
+    from joindet.pipeline.finetune_plan import finetune_schedule
     from joindet.pipeline.run_dir import RunDir
-    from joindet.pipeline.stages.finetune import finetune_schedule  # imports torch
 
     run = RunDir.open(run_path)
     total, drop = finetune_schedule(run.config)
@@ -102,6 +103,7 @@ def runs_group() -> None:
 @click.argument("run_path", metavar="RUN", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @clean_errors
+@light
 def status_cmd(run_path: str, as_json: bool) -> None:
     """Where RUN stands: each schedule step done / staged (k of n shards) / pending."""
     from joindet.pipeline.flow_state import read_failure

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from joindet.storage_schema.tables import BOXES_SCHEMA, IMAGES_SCHEMA, KINDS, QUARANTINE_SCHEMA
 
@@ -61,6 +60,8 @@ def validate_images_table(table: pa.Table, source: str = "images.parquet") -> pa
         if len(col) and col.min() <= 0:
             bad = int(ids[int(np.argmin(col))])
             raise SchemaError(f"{source}: field '{name}' must be > 0 (image_id {bad} has {col.min()})")
+    import pyarrow.compute as pc  # here, not at the top: priors ls and runs status never need it
+
     empty = pc.sum(pc.equal(pc.utf8_length(t.column("file")), 0)).as_py() or 0
     require(empty == 0, source, "file", f"has {empty} empty file names")
     return t
@@ -84,6 +85,8 @@ def validate_boxes_table(table: pa.Table, source: str, kind: str | None = None) 
     unknown = names - set(KINDS)
     require(not unknown, source, "kind", f"has unknown values {sorted(unknown)}; expected {list(KINDS)}")
     if kind is not None and t.num_rows:
+        import pyarrow.compute as pc
+
         present = set(pc.unique(t.column("kind").cast(pa.string())).to_pylist())
         require(present == {kind}, source, "kind", f"must be {kind!r} on every row, found {sorted(present)}")
     return t
