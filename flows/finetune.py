@@ -6,6 +6,7 @@ Prefect table artifact with the final metrics. ``run_finetune`` is the same with
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,17 @@ def finetune_flow(
     out_dir: str, init_checkpoint: str | None, config: dict[str, Any], quiet: bool = False
 ) -> dict[str, Any]:
     """Prefect flow: finetune ``config`` (``RunConfig.to_dict()``) into ``out_dir``; publishes its AP."""
+    from joindet.flows.prefect_steps import finetune_labels, finetune_tags, label_current_flow_run
     from joindet.flows.progress_bars import RichProgress
 
-    result = finetune_task(out_dir, init_checkpoint, RunConfig.from_dict(config), RichProgress(quiet=quiet))
+    cfg = RunConfig.from_dict(config)
+    # Tags and main fields as a pretrain flow run has, so that finetunes are found and told apart
+    # in the UI; the main fields go to ``labels``: ``config`` already holds the whole config.
+    tags, fields = finetune_tags(cfg, init_checkpoint), finetune_labels(out_dir, cfg, init_checkpoint)
+    link = label_current_flow_run(tags, fields, parameter="labels")
+    if link and not quiet:
+        print(f"Prefect flow run: {link}", file=sys.stderr)
+    result = finetune_task(out_dir, init_checkpoint, cfg, RichProgress(quiet=quiet))
     rows = [{"field": k, "value": v} for k, v in numeric_leaves(result.get("summary", {}).get("metrics", {})).items()]
     if rows:
         from joindet.flows.prefect_steps import run_key

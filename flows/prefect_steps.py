@@ -21,6 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from joindet.flows import tasks
 from joindet.flows.reports import version_table
+from joindet.pipeline.config import RunConfig
 from joindet.pipeline.flow_state import record_flow_start
 from joindet.pipeline.pretrain import VersionReport
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
@@ -60,23 +61,62 @@ def run_tags(run: RunDir) -> list[str]:
     return [f"{key}:{labels[key]}" for key in ("dataset", "preset", "source", "update")]
 
 
+def finetune_labels(path: str | Path, cfg: RunConfig, init_checkpoint: str | None) -> dict[str, Any]:
+    """A finetune run's main fields, as its flow run's parameter ``labels`` (its parameter
+    ``config`` is the whole resolved configuration): dataset, preset and epochs as for pretrain,
+    and its own (subset fraction and seed, the pretrained checkpoint, the lr drop)."""
+    from joindet.pipeline.finetune_plan import finetune_schedule
+
+    epochs, lr_drop = finetune_schedule(cfg)
+    return {
+        "run_dir": str(path),
+        "dataset": cfg.data.dataset,
+        "preset": cfg.preset,
+        "init": init_checkpoint,
+        "fraction": cfg.finetune.fraction,
+        "seed": cfg.finetune.seed,
+        "epochs": epochs,
+        "lr_drop": lr_drop,
+    }
+
+
+def finetune_tags(cfg: RunConfig, init_checkpoint: str | None) -> list[str]:
+    """Flow run tags of a finetune: ``dataset:``, ``preset:`` as for pretrain, ``fraction:`` and
+    ``init:`` (the pretrain run's folder name, ``none`` for the backbone-only baseline)."""
+    init = Path(init_checkpoint).absolute().parent.parent.name if init_checkpoint else "none"
+    return [
+        f"dataset:{cfg.data.dataset}",
+        f"preset:{cfg.preset}",
+        f"fraction:{cfg.finetune.fraction:g}",
+        f"init:{init}",
+    ]
+
+
 def label_flow_run(run: RunDir) -> str | None:
     """Give the current flow run the run's tags (``run_tags``) and its main configuration fields
     as the parameter ``config`` (``run_labels``), so that the UI shows what ran, and record when
     the flow began (``RUN/logs/flow-start.json``); returns the flow run's UI link
     (``flow_run_link``). Outside a flow run: nothing, None."""
+    if FlowRunContext.get() is None:
+        return None
+    record_flow_start(run.path, "prefect")  # the report counts the server's start apart from init
+    return label_current_flow_run(run_tags(run), run_labels(run))
+
+
+def label_current_flow_run(tags: list[str], fields: dict[str, Any], parameter: str = "config") -> str | None:
+    """Add ``tags`` to the current flow run and ``fields`` as its parameter ``parameter``; returns
+    its UI link (``flow_run_link``). Outside a flow run: nothing, None."""
     from prefect.client.orchestration import get_client
 
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return None
-    record_flow_start(run.path, "prefect")  # the report counts the server's start apart from init
     flow_run = ctx.flow_run
     with get_client(sync_client=True) as client:
         client.update_flow_run(
             flow_run.id,
-            tags=sorted(set(flow_run.tags or []) | set(run_tags(run))),
-            parameters={**(flow_run.parameters or {}), "config": run_labels(run)},
+            tags=sorted(set(flow_run.tags or []) | set(tags)),
+            parameters={**(flow_run.parameters or {}), parameter: fields},
         )
     return flow_run_link(flow_run.id)
 

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from joindet.flows.prefect_steps import artifact_key, flow_run_link, label_flow_run, run_labels, run_tags
+from joindet.flows.prefect_steps import (
+    artifact_key,
+    finetune_labels,
+    finetune_tags,
+    flow_run_link,
+    label_flow_run,
+    run_labels,
+    run_tags,
+)
 
 
 @pytest.fixture
@@ -64,6 +72,37 @@ def test_a_flow_run_gets_the_tags_and_config_parameter(run, tmp_path: Path, monk
         fr = client.read_flow_run(flow_run_id)
     assert set(run_tags(run)) <= set(fr.tags)
     assert fr.parameters["config"]["dataset"] == "synthetic" and fr.parameters["run_path"] == str(run.path)
+
+
+def test_finetune_labels_and_tags_name_its_main_fields(tmp_path: Path) -> None:
+    from joindet.pipeline.config import make_config
+
+    cfg = make_config("tiny", "coco", ["finetune.fraction=0.1", "finetune.seed=3"])
+    init = str(tmp_path / "pre" / "checkpoints" / "epoch-0005.pt")
+    assert finetune_tags(cfg, init) == ["dataset:coco", "preset:tiny", "fraction:0.1", "init:pre"]
+    assert finetune_tags(cfg, None)[-1] == "init:none"
+    labels = finetune_labels(tmp_path / "ft", cfg, init)
+    assert labels["init"] == init and labels["fraction"] == 0.1 and labels["seed"] == 3
+    assert (labels["epochs"], labels["lr_drop"]) == (4, 4)  # DETReg's 10 % schedule x the tiny preset's 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")  # the baseline: no init
+def test_a_finetune_flow_run_gets_tags_and_labels(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    from prefect.client.orchestration import get_client
+
+    from joindet.flows.finetune import finetune_flow
+    from joindet.pipeline.config import make_config
+
+    cfg = make_config("tiny", "synthetic", [f"data.root={tiny_data}", "finetune.epochs=1", "train.num_workers=0"])
+    state = finetune_flow(str(tmp_path / "ft"), None, cfg.to_dict(), quiet=True, return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        fr = client.read_flow_run(state.state_details.flow_run_id)
+    assert set(finetune_tags(cfg, None)) <= set(fr.tags)
+    assert fr.parameters["labels"]["dataset"] == "synthetic" and fr.parameters["labels"]["epochs"] == 1
+    assert fr.parameters["config"]["finetune"]["epochs"] == 1  # the whole config is kept
 
 
 def test_report_timings_count_the_flow_start_apart_from_init() -> None:
