@@ -15,6 +15,7 @@ _LAZY: dict[str, str] = {
     "get_preset": "presets",
     "JoinDetModel": "model",
     "RandomBackboneWarning": "model",
+    "random_backbone_warning": "model",
     "build_model": "model",
     "HungarianMatcher": "matcher",
     "build_matcher": "matcher",

@@ -138,8 +138,22 @@ class JoinDetModel(nn.Module):
 
 class RandomBackboneWarning(UserWarning):
     """The backbone is randomly initialised (no ``backbone_weights``) and nothing loads weights
-    into it afterwards. Raised from one place (``build_model``), so Python shows it once per
-    process; the command line prints it as one line without a source line."""
+    into it afterwards. Raised from one place (``random_backbone_warning``), so Python shows it once
+    per process; the command line prints it as one line without a source line."""
+
+
+def random_backbone_warning(cfg: DetectorConfig) -> None:
+    """``RandomBackboneWarning`` when ``cfg.backbone_weights`` is not set. The pipeline calls it
+    once per run (when version 0 is made, or a backbone-only finetune starts), in the process
+    that drives the run, never in Dask workers or torchrun ranks."""
+    if not cfg.backbone_weights:
+        warnings.warn(
+            f"DetectorConfig.backbone_weights is not set: the {cfg.backbone} backbone is randomly "
+            "initialised, so region priors will be poor; set it to a SwAV/DINO/torchvision file "
+            "(--set model.backbone_weights=FILE).",
+            RandomBackboneWarning,
+            stacklevel=1,
+        )
 
 
 def build_model(cfg: DetectorConfig, warn_random_backbone: bool = True) -> JoinDetModel:
@@ -150,11 +164,5 @@ def build_model(cfg: DetectorConfig, warn_random_backbone: bool = True) -> JoinD
     if cfg.backbone_weights:
         load_backbone_weights(model, cfg.backbone_weights)
     elif warn_random_backbone:
-        warnings.warn(
-            f"DetectorConfig.backbone_weights is not set: the {cfg.backbone} backbone is randomly "
-            "initialised, so region priors will be poor; set it to a SwAV/DINO/torchvision file "
-            "(--set model.backbone_weights=FILE).",
-            RandomBackboneWarning,
-            stacklevel=1,
-        )
+        random_backbone_warning(cfg)
     return model

@@ -62,13 +62,18 @@ def concise_warnings() -> None:
     """joindet's random-backbone warning (``detector.model.RandomBackboneWarning``) once per
     process, as one ``warning: ...`` line on stderr without Python's source-line echo; every
     other warning is shown as Python shows it. Matched by name: importing the detector would
-    load torch before any command needs it."""
+    load torch before any command needs it. Once by the text already printed, not only by the
+    filter: libraries that change the warning filters during a run (``catch_warnings``) reset
+    Python's record of what it has shown."""
     warnings.filterwarnings("once", message="DetectorConfig.backbone_weights is not set")
     shown = warnings.showwarning
+    printed: set[str] = set()
 
     def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None):
         if category.__name__ == "RandomBackboneWarning":
-            click.echo(f"warning: {message}", err=True)
+            if str(message) not in printed:
+                printed.add(str(message))
+                click.echo(f"warning: {message}", err=True)
             return
         shown(message, category, filename, lineno, file, line)
 

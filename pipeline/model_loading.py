@@ -106,7 +106,8 @@ def clear_cache() -> None:
 def _build_initial(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     # The same seed as training's model build: R_0 and training see the same (random) backbone.
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model)
+    # No warning here (Dask workers build it too): init_priors warns once per run.
+    model = build_model(cfg.model, warn_random_backbone=False)
     return model.to(device).eval()
 
 

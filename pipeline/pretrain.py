@@ -117,6 +117,11 @@ def drive_pretrain(run: RunDir, steps: Steps, evaluate: bool | None = None) -> P
     v0 = VersionReport(version=0, committed_now=0 not in plan.committed())
     with step(run.path, "init v0000"):
         if v0.committed_now:
+            # Before the shards (they may run on Dask workers, which do not warn); init_priors'
+            # warning comes from the same line, so it shows once.
+            from joindet.detector.model import random_backbone_warning  # torch: not at import
+
+            random_backbone_warning(run.config.model)
             # Failed images stay in the shard markers until the commit quarantines them: init's
             # shard plan leaves the quarantine out, so it must not change under staged shards.
             v0.mined = plan.missing_shards(0)

@@ -133,9 +133,10 @@ def _finetune(
     last = latest_epoch(ckpt_dir)
     start = 0 if last is None else last + 1
     # Weights come from the pretrained checkpoint (init) or this run's last one (resume): the
-    # random-backbone warning applies only to the backbone-only baseline's first start.
+    # random-backbone warning applies only to the backbone-only baseline's first start, once
+    # (rank 0).
     torch.manual_seed(cfg.train.seed)  # the new class head (and, without init, every weight) from train.seed
-    model = build_model(mcfg, warn_random_backbone=start == 0 and init is None)
+    model = build_model(mcfg, warn_random_backbone=start == 0 and init is None and info.is_main)
     if start == 0 and init is not None:
         load_pretrained(model, init)
     parts = build_train_parts(cfg, info, model_cfg=mcfg, with_embeddings=False, model=model)

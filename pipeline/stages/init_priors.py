@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from joindet.detector.model import random_backbone_warning
 from joindet.detector.presets import mined_level
 from joindet.pipeline.data import ImageLoadError
 from joindet.pipeline.model_loading import INFERENCE_THREADS, fixed_threads, initial_model, resolve_device
@@ -79,6 +80,8 @@ def init_priors(
             return StageResult("init_priors", True, {"version": 0})
         if force:
             set_aside_init(run, progress)
+        # Once per run, here in the process that drives it (shards in Dask workers do not warn).
+        random_backbone_warning(run.config.model)
         t0 = time.perf_counter()
         plan = RunPlan(run)
         todo = plan.missing_shards(0)

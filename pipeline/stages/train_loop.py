@@ -87,7 +87,8 @@ def build_train_parts(
     if model is None:
         # Seeded so that every process (each rank, and a resumed run) starts from the same weights.
         torch.manual_seed(cfg.train.seed)
-        model = build_model(mcfg)
+        # No warning here (every torchrun rank builds it): init_priors warned when v0 was made.
+        model = build_model(mcfg, warn_random_backbone=False)
     model = model.to(info.device)
     optimizer = build_optimizer(model, mcfg)
     scheduler = build_lr_scheduler(optimizer, mcfg)
