@@ -445,9 +445,9 @@ def restore_cmd(run_path: str, version: int, name: str | None, list_only: bool) 
 @click.option(
     "--max-boxes",
     type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Highest-scoring boxes drawn per kind and image (the titles give every count).",
+    default=None,
+    help="Draw only the N highest-scoring boxes per kind and image (default: every box; the panel "
+    "titles then say 'N of M').",
 )
 @click.option("--no-gt", is_flag=True, help="Do not draw the dataset's ground truth.")
 @clean_errors
@@ -460,7 +460,7 @@ def plot_cmd(
     output: str,
     data_root: str | None,
     kinds: tuple[str, ...],
-    max_boxes: int,
+    max_boxes: int | None,
     no_gt: bool,
 ) -> None:
     """Draw a grid of images with their boxes by kind (each its own line style, scores written),
@@ -483,6 +483,6 @@ def plot_cmd(
     path = plot_priors_grid(
         store, v, list(dict.fromkeys(ids)), Path(output), data_root, list(kinds) or None, gt, max_boxes
     )
-    click.echo(
-        f"wrote {path} ({len(dict.fromkeys(ids))} images of v{v:04d}{'' if gt is None else ', with ground truth'})"
-    )
+    drawn = "every box" if max_boxes is None else f"the best {max_boxes} boxes per kind"
+    gt_note = "" if gt is None else ", with ground truth"
+    click.echo(f"wrote {path} ({len(dict.fromkeys(ids))} images of v{v:04d}, {drawn}{gt_note})")

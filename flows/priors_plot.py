@@ -81,7 +81,8 @@ def plot_priors_grid(
 ) -> Path:
     """Write a PNG grid (up to 3 columns) of ``image_ids`` with the boxes of ``kinds`` (default:
     every stored kind) of ``version``, their ground truth (``ground_truth``: pixel xywh per image
-    id; None: not drawn) and the stored eigen attention map. ``max_boxes``: per kind and image."""
+    id; None: not drawn) and the stored eigen attention map. ``max_boxes``: the best per kind and
+    image (None: every box)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,9 +110,18 @@ def plot_priors_grid(
     boxes = {kind: store.read(version, kind) for kind in kinds}
     attention = AttentionStore(store.run_dir)
     maps = attention.maps(version) if version in attention.versions() else None
-    ncols = min(3, len(image_ids))
+    # 2 x 2 for four images (not 3 + 1 with two blank panels), else rows of up to 3.
+    ncols = 2 if len(image_ids) == 4 else min(3, len(image_ids))
     nrows = math.ceil(len(image_ids) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(_PANEL_IN * ncols, (_PANEL_IN + 0.4) * nrows), squeeze=False)
+    # Constrained layout: the colour bar, titles and legend take their room beside the panels
+    # instead of shrinking them and leaving blank bands between the rows.
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(_PANEL_IN * ncols + 0.8, (_PANEL_IN + 0.4) * nrows + 0.6),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax in axes.flat[len(image_ids) :]:
         ax.axis("off")
     mappable = None
@@ -149,10 +159,9 @@ def plot_priors_grid(
     fig.suptitle(f"priors v{version:04d} of {store.run_dir} ({maps})", fontsize=10)
     fig.legend(
         handles=legend_handles(kinds, ground_truth is not None),
-        loc="lower center",
+        loc="outside lower center",
         ncol=len(kinds) + 1,
         fontsize=9,
-        bbox_to_anchor=(0.45, -0.02),
     )
     if mappable is not None:
         attention_colorbar(fig, axes, mappable)

@@ -121,6 +121,25 @@ def test_plot_draws_a_grid_of_images(run_with_images: Path, tmp_path: Path) -> N
     assert res.exit_code == 2 and "comma-separated" in res.output
 
 
+def test_plot_draws_every_box_unless_told_otherwise(run_with_images: Path, tmp_path: Path) -> None:
+    """A user looks at the priors: by default every box of every kind; --max-boxes N the best N."""
+    rng = np.random.default_rng(0)
+    xy = rng.random((14, 2)) * 0.5
+    many = BoxSet.from_arrays([1] * 14, np.concatenate([xy, xy + 0.4], 1), rng.random(14))
+    PriorStore(run_with_images).commit(4, {"smoothed": many}, parent=2)
+    out = tmp_path / "all.png"
+    res = CliRunner().invoke(main, ["priors", "plot", str(run_with_images), "--image", "1", "-o", str(out)])
+    assert res.exit_code == 0 and "every box" in res.output, res.output
+    res = CliRunner().invoke(
+        main, ["priors", "plot", str(run_with_images), "--image", "1", "--max-boxes", "3", "-o", str(out)]
+    )
+    assert res.exit_code == 0 and "the best 3 boxes per kind" in res.output, res.output
+    assert "default: every box" in " ".join(CliRunner().invoke(main, ["priors", "plot", "--help"]).output.split())
+    fig, ax = plt.subplots()
+    assert draw_priors(ax, "smoothed", many.boxes, many.scores, 80, 60) == 14  # no cap unless asked
+    plt.close(fig)
+
+
 def test_plot_draws_ground_truth_of_the_run_dataset(tiny_data: Path, tmp_path: Path) -> None:
     from joindet.pipeline.config import make_config
     from joindet.pipeline.run_dir import RunDir
