@@ -55,14 +55,18 @@ def version_stats_figure(versions: list[VersionInfo]) -> bytes | None:
         for key, style in (("matched", "-o"), ("added", "--^"), ("removed", ":v")):
             axes[2].plot(cx, [_num(v.churn.get(key)) for v in with_churn], style, label=key)
         twin = axes[2].twinx()
-        twin.plot(cx, [_num(v.churn.get("mean_iou")) for v in with_churn], "-.k", label="mean IoU (right)")
+        # With a marker: a run with one update has one point, which a bare line does not show.
+        twin.plot(cx, [_num(v.churn.get("mean_iou")) for v in with_churn], "-.Dk", label="mean IoU (right)")
         twin.set_ylim(0, 1)
-        twin.legend(loc="lower right", fontsize=8)
+        # One legend for both axes, on the left: churn starts at the first update, so no point
+        # lies there (a legend in a corner of the twin axes hid the 'removed' points at 0).
+        handles = axes[2].get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        axes[2].legend(handles=handles, loc="center left", fontsize=8)
     axes[2].set(title="churn vs parent (smoothed boxes)", xlabel="version (epoch)")
     for ax in axes:
         ax.set_xticks(xs)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
+        if ax.get_legend_handles_labels()[0] and ax.get_legend() is None:
             ax.legend(fontsize=8)
     return png_bytes(fig)
 
@@ -115,7 +119,8 @@ def training_figure(log: list[dict[str, Any]]) -> bytes | None:
     epochs = [int(r["epoch"]) for r in log]
     names = sorted({k for r in log for k in (r.get("losses") or {})})
     main = [n for n in names if not _is_aux(n)]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    # Constrained: the learning rate's tick labels and the legends never run into the next panel.
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), layout="constrained")
     axes[0].plot(epochs, [_num(r.get("loss")) for r in log], "-ok", label="loss (weighted total)")
     axes[0].set(title="total loss", xlabel="epoch")
     for n in names:
@@ -128,12 +133,14 @@ def training_figure(log: list[dict[str, Any]]) -> bytes | None:
             alpha=0.5 if _is_aux(n) else 1.0,
         )
     axes[1].set(title=f"losses by name ({len(main)} terms + aux)", xlabel="epoch")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside: not over the lines
     axes[2].plot(epochs, [_num(r.get("lr")) for r in log], "-o", color="tab:green")
     axes[2].set(title="learning rate", xlabel="epoch")
+    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))  # 4e-4, not 0.000400
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
+        if ax.get_legend_handles_labels()[0] and ax.get_legend() is None:
             ax.legend(fontsize=7)
     return png_bytes(fig)
 
