@@ -1,10 +1,10 @@
 """Stage evaluate: class-agnostic COCO metrics of prior versions and of detector proposals.
 
-Both are scored with pycocotools' COCOeval on bounding boxes with ``useCats = 0`` (every
-category counts as one "object" class) and ``maxDets = [1, 10, 100]``, reported like the paper's
-Table 4: AP, AP50, AP75 (at 100 detections), AR@1, AR@10, AR@100. A metric COCOeval cannot define
-(no ground-truth box at all) is reported as None. The per-image matching is computed in numpy by
-``coco_eval`` (pycocotools' rules, same records) and accumulated by COCOeval itself.
+Both are scored with COCOeval on bounding boxes with ``useCats = 0`` (every category counts as
+one "object" class) and ``maxDets = [1, 10, 100]``, reported like the paper's Table 4: AP, AP50,
+AP75 (at 100 detections), AR@1, AR@10, AR@100. A metric COCOeval cannot define (no ground-truth
+box at all) is reported as None. COCOeval is faster-coco-eval's C++ one (``coco_eval``), whose
+numbers are pycocotools'.
 
 - ``evaluate_priors``: the boxes of each committed version (kind ``smoothed`` by default) against
   the ground truth of the run's own split (priors are mined on the training images), on a fixed
@@ -33,7 +33,7 @@ from joindet.detector import postprocess
 from joindet.pipeline.model_loading import checkpoint_model, resolve_device
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
 from joindet.pipeline.run_dir import RunDir
-from joindet.pipeline.stages.coco_eval import GroundTruth, coco_params, evaluate_images, summarize
+from joindet.pipeline.stages.coco_eval import GroundTruth, coco_stats
 from joindet.pipeline.stages.image_batches import ImageBatches
 from joindet.priors import BoxSet
 
@@ -60,14 +60,13 @@ def evaluate_priors(
     sample = prior_sample(run)
     quarantined = np.asarray(sorted(run.quarantined_ids()), np.int64)
     img_ids = np.setdiff1d(sample, quarantined)
-    truth = GroundTruth.from_coco(gt, img_ids)
-    params = coco_params(img_ids)
+    truth = GroundTruth(gt, img_ids)
     versions = run.store.versions() if versions is None else list(versions)
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for v in versions:
         manifest = run.store.manifest(v)
         out[f"v{v:04d}"] = {
-            k: _metrics(truth, detections_array(boxes_of_images(run.store.read(v, k), img_ids), images), params)
+            k: _metrics(truth, detections_array(boxes_of_images(run.store.read(v, k), img_ids), images), img_ids)
             for k in kinds
             if k in manifest.files
         }
@@ -233,20 +232,17 @@ def coco_metrics(gt: dict, detections: np.ndarray, image_ids: np.ndarray | None 
     """Class-agnostic COCOeval (bbox, useCats=0, maxDets 1/10/100) of ``detections`` [N, 7].
 
     ``image_ids`` restricts the evaluation (None: every image of ``gt``). Images without any
-    detection count as misses; no detection at all gives 0 for every metric.
+    detection count as misses; no detection at all gives 0 for every metric (None for all when
+    those images have no non-crowd ground-truth box).
     """
     ids = np.asarray([im["id"] for im in gt["images"]] if image_ids is None else image_ids, np.int64)
-    return _metrics(GroundTruth.from_coco(gt, ids), detections, coco_params(ids))
+    return _metrics(GroundTruth(gt, ids), detections, ids)
 
 
-def _metrics(truth: GroundTruth, detections: np.ndarray, params: Any) -> dict[str, float | None]:
-    """METRICS of ``detections`` [N, 7] on ``params.imgIds`` against ``truth``."""
-    ids = np.asarray(params.imgIds, np.int64)
-    dets = detections[np.isin(detections[:, 0], ids)] if len(detections) else detections
-    if not len(dets):
-        has_gt = bool((~truth.crowd[np.isin(truth.image, ids)]).any())
-        return dict.fromkeys(METRICS, 0.0 if has_gt else None)
-    stats = summarize(evaluate_images(truth, dets, params), params)
+def _metrics(truth: GroundTruth, detections: np.ndarray, image_ids: np.ndarray) -> dict[str, float | None]:
+    """METRICS of ``detections`` [N, 7] on ``image_ids`` against ``truth`` (None: undefined)."""
+    dets = np.asarray(detections, np.float64).reshape(-1, 7)
+    stats = coco_stats(truth, dets[np.isin(dets[:, 0], image_ids)], image_ids)
     return {m: (float(stats[i]) if stats[i] >= 0 else None) for m, i in zip(METRICS, _STATS_INDEX)}
 
 

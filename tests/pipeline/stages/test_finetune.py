@@ -94,6 +94,42 @@ def test_ground_truth_boxes_align_labels(tmp_path: Path) -> None:
     assert coco_bbox_metrics(gt, [], cats) == dict.fromkeys(COCO_METRICS, 0.0)
 
 
+@pytest.mark.parametrize(("n_images", "per_image", "seed"), [(20, 30, 0), (10, 130, 1), (25, 2, 2)])
+def test_coco_bbox_metrics_equal_pycocotools(n_images: int, per_image: int, seed: int) -> None:
+    """Category-aware: 3 categories, crowd boxes, area ranges, tied scores, > maxDets per image."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from .test_coco_eval import make_case
+
+    gt, dets = make_case(n_images, per_image, seed, crowd=0.2)
+    cats = category_ids(gt)
+    results = [
+        {"image_id": int(d[0]), "category_id": int(d[6]), "bbox": d[1:5].tolist(), "score": float(d[5])} for d in dets
+    ]
+    ids = sorted(im["id"] for im in gt["images"])
+    for image_ids in (None, ids[1::2]):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO()
+            coco.dataset = json.loads(json.dumps(gt))
+            coco.createIndex()
+            ev = COCOeval(
+                coco, coco.loadRes([dict(r, category_id=cats[r["category_id"] - 1]) for r in results]), "bbox"
+            )
+            ev.params.imgIds = ids if image_ids is None else image_ids
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        ours = coco_bbox_metrics(gt, [dict(r) for r in results], cats, image_ids)
+        for name, ref in zip(COCO_METRICS, ev.stats):
+            assert (ours[name] is None) == (ref < 0), name
+            if ref >= 0:
+                assert ours[name] == pytest.approx(ref, abs=1e-6), name
+
+
 @pytest.mark.timeout(120)
 def test_finetune_trains_evaluates_and_resumes(tmp_path: Path, pretrained: Path) -> None:
     out = tmp_path / "ft"
