@@ -108,7 +108,9 @@ def ensure_metrics(run: RunDir, proposals: bool = True, progress: Progress = NUL
             stages.evaluate_priors(run, versions=[v], kinds=kinds)
     notes: list[str] = []
     last = run.last_checkpoint()
-    split = run.config.data.eval_split
+    from joindet.pipeline.stages.evaluate import eval_split
+
+    split = eval_split(run)  # a coco-json run's own split: its one annotations file
     if (
         proposals
         and last is not None

@@ -16,7 +16,7 @@ As DETReg finetunes (its ``configs/DETReg_fine_tune_*.sh`` and defaults): the ba
 ``finetune.lr`` 2e-4), DETR's augmentation (``finetune.augment=detr``, pipeline/data/transforms.py),
 the epochs and learning-rate drop of :func:`finetune_schedule`, and detections are the top
 ``finetune.top_k`` (query, class) pairs (``detector.postprocess.detections``), scored by
-category-aware COCO AP on ``data.eval_split``.
+category-aware COCO AP on ``data.eval_split`` (a coco-json run: its own split).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from joindet.pipeline.finetune_plan import DETREG_SCHEDULE, finetune_schedule
 from joindet.pipeline.model_loading import file_digest
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
 from joindet.pipeline.run_dir import RunDir
+from joindet.pipeline.stages.evaluate import eval_split
 from joindet.pipeline.stages.finetune_eval import (
     NoGroundTruthError,
     category_ids,
@@ -74,7 +75,8 @@ def finetune(
     end_epoch: int | None = None,
 ) -> StageResult:
     """Finetune into ``run_or_out_dir`` (created from ``cfg`` when it is a path) up to ``end_epoch``
-    (default ``cfg.finetune.epochs``), then evaluate on ``cfg.data.eval_split``.
+    (default ``cfg.finetune.epochs``), then evaluate on ``cfg.data.eval_split`` (a coco-json run:
+    its own split).
 
     ``init_checkpoint``: a pretraining checkpoint (or bare state dict); None trains from the
     backbone weights alone (the supervised baseline). Returns ``StageResult("finetune", skipped,
@@ -111,6 +113,11 @@ def _finetune(
             "labelled dataset (coco, voc, coco-json or synthetic)"
         )
     cats = category_ids(gt)
+    if eval_split(out) != cfg.data.eval_split:  # said before training, not only in the metrics file
+        progress.log(
+            f"finetune: {cfg.data.dataset} has one annotations file; AP is scored on its split "
+            f"{eval_split(out)!r}, the file it trains from (not a held-out set)"
+        )
     mcfg = finetune_model_config(cfg, len(cats))
     ids = training_image_ids(out.images(), out.quarantined_ids(), cfg.train.max_images)
     if cfg.finetune.fraction < 1.0:
@@ -194,9 +201,7 @@ def _finetune(
         metrics = evaluate_finetuned(unwrap(parts.model), out, cats, info.device)
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = metrics_file.with_name(f".{metrics_file.name}.tmp")
-        tmp.write_text(
-            json.dumps({"metrics": metrics, "eval_split": cfg.data.eval_split, "epoch": epochs - 1}, indent=2)
-        )
+        tmp.write_text(json.dumps({"metrics": metrics, "eval_split": eval_split(out), "epoch": epochs - 1}, indent=2))
         os.replace(tmp, metrics_file)
         summary.update(metrics=metrics, metrics_file=str(metrics_file))
     return StageResult("finetune", False, summary)
@@ -252,13 +257,16 @@ def load_pretrained(model: torch.nn.Module, checkpoint: str | os.PathLike) -> No
 def evaluate_finetuned(
     model: torch.nn.Module, out: RunDir, cats: list[int], device: torch.device
 ) -> dict[str, float | None]:
-    """Category-aware COCO bbox metrics of ``model`` on the run's ``data.eval_split``."""
+    """Category-aware COCO bbox metrics of ``model`` on the run's evaluation split
+    (``stages.evaluate.eval_split``: ``data.eval_split``; a coco-json run's own split, its one
+    annotations file being all the ground truth it has)."""
     cfg = out.config
-    evalset = out.dataset(split=cfg.data.eval_split)
+    split = eval_split(out)
+    evalset = out.dataset(split=split)
     gt = evalset.coco_ground_truth()
     if not gt or not gt.get("annotations"):
         raise NoGroundTruthError(
-            f"eval split {cfg.data.eval_split!r} of {cfg.data.dataset!r} has no box annotations; set data.eval_split"
+            f"eval split {split!r} of {cfg.data.dataset!r} has no box annotations; set data.eval_split"
         )
     ids = evalset.index().column("image_id").to_numpy()
     results = detect(

@@ -42,3 +42,26 @@ def test_coco_json_run_names_the_split_that_exists(coco_json_run) -> None:
     assert res.exit_code == 1
     assert "one annotations file" in res.output and "--split train" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_report_of_a_coco_json_run_scores_proposals_on_its_split(coco_json_run) -> None:
+    res = CliRunner().invoke(main, ["report", str(coco_json_run.path), "--images", "0"])
+    assert res.exit_code == 0, res.output
+    assert "proposals not evaluated" not in res.output
+    assert (coco_json_run.path / "metrics" / "proposals-epoch-0000-train.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")  # the baseline: no init
+def test_finetune_on_coco_json_evaluates_on_the_split_it_has(tiny_data: Path, tmp_path: Path) -> None:
+    """One annotations file, no val split: the finetune trains and scores AP on that file, and
+    says so before training, instead of failing after it for want of a val split."""
+    ft = tmp_path / "ft"
+    args = ["flow", "run", "finetune", "--dataset", "coco-json", "--data-root", str(tiny_data / "train")]
+    args += ["--annotations", str(tiny_data / "annotations" / "instances_train.json"), "--run-dir", str(ft)]
+    args += ["--set", "finetune.epochs=1", "--set", "train.num_workers=0", "--no-prefect"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "AP is scored on its split 'train'" in res.output
+    record = json.loads((ft / "metrics" / "finetune-epoch-0000.json").read_text())
+    assert record["eval_split"] == "train" and record["metrics"]["AP"] is not None
