@@ -141,13 +141,18 @@ def build(root: Path, n_images: int, per_image: int, shards: int, plan_shards: i
         run = RunDir.create(root / name, cfg, dataset=ds)
         if name == "run":
             run.store.commit(0, {"region": parent_bs.with_kind("region"), "smoothed": parent_bs})
-        for s, shard_ids in enumerate(shard_ranges(run.image_ids(), num_shards)):
-            lo, hi = np.searchsorted(cur_bs.image_ids, [shard_ids[0], shard_ids[-1] + 1])
+        batch_size = run.config.mine.batch_size
+        for s, shard_ids in enumerate(shard_ranges(run.image_ids(), num_shards, batch_size)):
+            # a shard past the last batch is empty (more shards than batches)
+            first, last = (int(shard_ids[0]), int(shard_ids[-1])) if len(shard_ids) else (None, None)
+            lo, hi = np.searchsorted(cur_bs.image_ids, [first, last + 1]) if len(shard_ids) else (0, 0)
             part = BoxSet(cur_bs.image_ids[lo:hi], cur_bs.boxes[lo:hi], cur_bs.scores[lo:hi], cur_bs.kinds[lo:hi])
             meta = {
-                "first_image_id": int(shard_ids[0]),
-                "last_image_id": int(shard_ids[-1]),
+                "first_image_id": first,
+                "last_image_id": last,
+                "num_images": len(shard_ids),
                 "source": "region+instance",
+                "batch_size": batch_size,
                 "failed": [],
             }
             run.store.write_shard(VERSION, s, {k: part.of_kind(k) for k in ("region", "instance")}, meta=meta)

@@ -9,15 +9,15 @@ stage all ask here):
   comes before the first block.
 - **Epoch -> version.** Epoch ``e`` trains on the latest committed version ``<=`` the first epoch
   of its block.
-- **Shards.** Mining version ``n >= 1`` cuts the image index into ``mine.shards`` contiguous
-  ranges (:func:`shard_ranges`). Init (v0) cuts the images it will read (the index less the
-  quarantine) into ``mine.shards`` contiguous runs of whole batches of ``mine.batch_size``
-  (:func:`init_shard_ranges`): each shard then reads exactly the batches one process would, so
-  v0 is bit-identical whatever the number of shards.
+- **Shards.** A shard is a contiguous run of whole batches of ``mine.batch_size`` images
+  (:func:`shard_ranges`, the one cut): mining version ``n >= 1`` cuts the image index,
+  init (v0) the images it will read (the index less the quarantine), each into ``mine.shards``
+  shards. Each shard then computes exactly the batches one process would, so a version is
+  bit-identical whatever the number of shards (and hence whatever the runner).
 - **Done.** A version is done when its manifest is committed; a shard of a version when it is
-  staged (its marker, no data read) for the current shard plan and, when mined by the model, by
-  the checkpoint of epoch ``n - 1`` as it is now (an init shard: under the same images, batch
-  size and config digest);
+  staged (its marker, no data read) for the current shard plan under the current
+  ``mine.batch_size`` and, when mined by the model, by the checkpoint of epoch ``n - 1`` as it
+  is now (an init shard: also under the same images and config digest);
   an epoch when it is at most the newest epoch whose checkpoint file exists and matches its marker
   (size and sha256; older checkpoints may be deleted by ``train.keep_checkpoints``). A version
   whose manifest exists but does not parse is *damaged*: reported, never counted as done.
@@ -79,25 +79,19 @@ def prior_version_for_epoch(committed: Iterable[int], epoch: int, update_every: 
     return max(usable)
 
 
-def shard_ranges(image_ids: np.ndarray, num_shards: int) -> list[np.ndarray]:
-    """``num_shards`` contiguous ranges of the sorted image ids (int64; some may be empty)."""
-    if num_shards < 1:
-        raise ValueError(f"num_shards={num_shards} must be at least 1 (mine.shards in the config)")
-    return [np.asarray(s, np.int64) for s in np.array_split(np.asarray(image_ids, np.int64), num_shards)]
-
-
-def init_shard_ranges(todo: np.ndarray, num_shards: int, batch_size: int) -> list[np.ndarray]:
-    """``num_shards`` contiguous ranges of ``todo`` (the image ids init reads, in index order),
-    each a run of whole batches of ``batch_size`` (the last batch may be short; shards past the
-    last batch are empty). Batch ``k`` is ``todo[k * batch_size:(k + 1) * batch_size]`` whatever
-    the shard count, so the shards together compute exactly the batches of one shard."""
+def shard_ranges(image_ids: np.ndarray, num_shards: int, batch_size: int) -> list[np.ndarray]:
+    """``num_shards`` contiguous ranges of ``image_ids`` (int64, in the given order: the index for
+    mining, the images init reads for v0), each a run of whole batches of ``batch_size`` (the last
+    batch may be short; shards past the last batch are empty; batches spread evenly). Batch ``k``
+    is ``image_ids[k * batch_size:(k + 1) * batch_size]`` whatever the shard count, so the shards
+    together compute exactly the batches of one shard (``ImageBatches(..., aligned=True)``)."""
     if num_shards < 1:
         raise ValueError(f"num_shards={num_shards} must be at least 1 (mine.shards in the config)")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1 (mine.batch_size in the config)")
-    todo = np.asarray(todo, np.int64)
-    batches = np.array_split(np.arange(-(-len(todo) // batch_size)), num_shards)
-    return [todo[g[0] * batch_size : (g[-1] + 1) * batch_size] if len(g) else todo[:0] for g in batches]
+    ids = np.asarray(image_ids, np.int64)
+    batches = np.array_split(np.arange(-(-len(ids) // batch_size)), num_shards)
+    return [ids[g[0] * batch_size : (g[-1] + 1) * batch_size] if len(g) else ids[:0] for g in batches]
 
 
 @dataclass
@@ -175,28 +169,32 @@ class RunPlan:
         )
 
     def shards(self, version: int | None = None) -> list[np.ndarray]:
-        """The current shard plan of a mined version (``version`` None or >= 1): ``mine.shards``
-        contiguous ranges of the image index; of init (``version`` 0): :meth:`init_shards`."""
+        """The current shard plan of a mined version (``version`` None or >= 1): the image index in
+        ``mine.shards`` runs of whole batches of ``mine.batch_size`` (:func:`shard_ranges`; the
+        whole index, so the plan, and the attention maps' row groups cut by it, stay put when the
+        quarantine grows); of init (``version`` 0): :meth:`init_shards`."""
         if version == 0:
             return self.init_shards()
-        return shard_ranges(self.run.image_ids(), self.run.config.mine.shards)
+        cfg = self.run.config.mine
+        return shard_ranges(self.run.image_ids(), cfg.shards, cfg.batch_size)
 
     def init_shards(self) -> list[np.ndarray]:
         """Init's shard plan: the image index less the quarantine, in ``mine.shards`` runs of whole
-        batches of ``mine.batch_size`` (:func:`init_shard_ranges`)."""
+        batches of ``mine.batch_size`` (:func:`shard_ranges`)."""
         ids = self.run.image_ids()
         skip = self.run.quarantined_ids()
         todo = np.asarray([i for i in ids.tolist() if i not in skip], np.int64) if skip else ids
         cfg = self.run.config.mine
-        return init_shard_ranges(todo, cfg.shards, cfg.batch_size)
+        return shard_ranges(todo, cfg.shards, cfg.batch_size)
 
     def _expected_meta(self, version: int) -> dict[str, Any]:
         """Marker fields a staged shard of ``version`` must carry to count as done besides its
-        range: for init the batch size and config digest it was computed under (a changed one
-        would give other boxes for the same range); nothing more for a mined version."""
-        if version != 0:
-            return {}
-        return {"batch_size": self.run.config.mine.batch_size, "config_digest": self.run.config.digest()}
+        range: the batch size it was computed under (another one rounds the network's floats
+        differently, even for the same range) and, for init, the config digest."""
+        expected: dict[str, Any] = {"batch_size": self.run.config.mine.batch_size}
+        if version == 0:
+            expected["config_digest"] = self.run.config.digest()
+        return expected
 
     def done_shards(self, version: int) -> set[int]:
         """Shards of the current plan staged (marker parses, data file of the marker's size), for

@@ -4,6 +4,9 @@ Shared by init_priors, mine and proposals evaluation: images are loaded in the g
 transformed with the deterministic ``MiningTransform`` (shorter side to ``size``, longer side
 capped at ``max_size``) and collated (padding bottom/right). The order and the batch boundaries
 depend only on the ids and the batch size, so the same call always builds the same batches.
+With ``aligned`` (init, mine), batch ``k`` is drawn from ``image_ids[k * batch_size:(k + 1) *
+batch_size]`` alone, so lists cut between such runs (the shards of ``schedule.shard_ranges``)
+give the same batches as the whole list.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ class ImageBatches:
     """Iterate :class:`Batch` es; images that raise ``ImageLoadError`` land in ``failed``.
 
     ``failed`` holds ``(image_id, file, reason)`` in input order once iteration has passed them.
-    Ids in ``skip`` (e.g. quarantined images) are left out silently.
+    Ids in ``skip`` (e.g. quarantined images) are left out silently. ``aligned`` False: batches
+    of ``batch_size`` loaded images (a skipped or unreadable image's place goes to the next one);
+    True: one batch per run of ``batch_size`` input ids, less its skipped and unreadable images
+    (a short batch; none when all are), so no image crosses into another run's batch.
     """
 
     dataset: Any
@@ -47,6 +53,7 @@ class ImageBatches:
     max_size: int
     batch_size: int
     skip: frozenset[int] = frozenset()
+    aligned: bool = False
     failed: list[tuple[int, str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -60,9 +67,20 @@ class ImageBatches:
         return ids[[int(i) not in self.skip for i in ids]] if self.skip else ids
 
     def __iter__(self) -> Iterator[Batch]:
+        ids = np.asarray(self.image_ids, np.int64).tolist()
+        if not self.aligned:
+            yield from self._batches(ids)
+            return
+        for lo in range(0, len(ids), self.batch_size):  # a run gives at most one batch
+            yield from self._batches(ids[lo : lo + self.batch_size])
+
+    def _batches(self, image_ids: list[int]) -> Iterator[Batch]:
+        """Batches of ``batch_size`` readable, non-skipped images of ``image_ids`` (the last short)."""
         ids: list[int] = []
         tensors: list[torch.Tensor] = []
-        for image_id in self.todo().tolist():
+        for image_id in image_ids:
+            if image_id in self.skip:
+                continue
             try:
                 image = self.dataset.load(image_id)
             except ImageLoadError as exc:

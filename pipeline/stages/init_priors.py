@@ -247,11 +247,11 @@ def _batches(run: RunDir, ids: np.ndarray, failed: list) -> Iterator[Batch]:
     that fail to load, which land in ``failed``), so the batches of a shard are those of one
     shard over every image whatever the shard boundaries (which fall between batches)."""
     cfg = run.config
-    dataset, size = run.dataset(), cfg.mine.batch_size
-    for lo in range(0, len(ids), size):
-        chunk = ImageBatches(dataset, ids[lo : lo + size], cfg.model.test_size, cfg.model.max_size, size)
-        yield from chunk
-        failed += chunk.failed
+    batches = ImageBatches(
+        run.dataset(), ids, cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size, aligned=True
+    )
+    yield from batches
+    failed += batches.failed
 
 
 def _model_source(run: RunDir, ids: np.ndarray, progress: Progress) -> tuple[BoxSet, list, list[int]]:

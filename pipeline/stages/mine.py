@@ -1,15 +1,19 @@
 """Stage mine: the priors of version n from the checkpoint of epoch n - 1, shard by shard.
 
-A shard is a contiguous range of the run's image ids (``RunPlan.shards()``, pipeline/schedule.py). For
-each shard, the detector runs in eval mode in fixed batches: encoder features -> eigen attention
+A shard is a contiguous run of whole batches of the run's image ids (``RunPlan.shards()``,
+pipeline/schedule.py). For each shard, the detector runs in eval mode in fixed batches: batch ``k``
+holds the images of ``index[k * mine.batch_size:(k + 1) * mine.batch_size]`` less the quarantined
+and unreadable ones, whatever the shard it falls in. Encoder features -> eigen attention
 (DESIGN.md step 1) -> region priors (step 2); decoder last layer -> instance priors (step 3). The
 shard's boxes are staged in one file per shard (``priors/_staging/vNNNN/mine/``); a shard already
 staged with a valid checksum is skipped, so a crashed mine redoes only the missing shards.
 
-Determinism: the same checkpoint, images, ``mine.shards``, ``mine.batch_size`` and device give
-bit-identical boxes (fixed order, fixed batches, eval mode, deterministic kernels). The batch size
+Determinism: the same checkpoint, images, quarantine, ``mine.batch_size`` and device give
+bit-identical boxes and maps whatever ``mine.shards`` (fixed order, the same batches, eval mode,
+deterministic kernels), so a version does not depend on the shard count. The batch size
 and the device change the float rounding of the network (scores differ in the last bit between
-batch sizes 1 and 4 on CPU), so both are recorded in each shard's marker. So would torch's
+batch sizes 1 and 4 on CPU), so both are recorded in each shard's marker (a shard staged under
+another batch size is mined again). So would torch's
 thread count: it is held at ``model_loading.INFERENCE_THREADS`` while a shard is mined, whatever
 the runner (threads, Dask processes), and the marker records it with the host and pid.
 
@@ -128,7 +132,7 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
     run = RunDir.open(run_path)
     cfg = run.config
     plan = RunPlan(run)
-    shards = plan.shards()
+    shards = plan.shards(version)
     if not 0 <= shard_id < len(shards):
         raise ValueError(f"shard {shard_id} does not exist: version {version} has {len(shards)} shards (mine.shards)")
     ids = shards[shard_id]
@@ -142,6 +146,7 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
     meta: dict = {
         "first_image_id": int(ids[0]) if len(ids) else None,
         "last_image_id": int(ids[-1]) if len(ids) else None,
+        "num_images": len(ids),
         "source": source,
         "batch_size": cfg.mine.batch_size,
         "device": str(resolve_device(cfg.mine.device)),
@@ -208,7 +213,10 @@ def _mine_with_model(
     ckpt = run.checkpoint_path(version - 1)
     device = resolve_device(cfg.mine.device)
     model = checkpoint_model(cfg, ckpt, device)
-    batches = ImageBatches(run.dataset(), ids, cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size, skip=skip)
+    # aligned: the batches of the index cut at mine.batch_size, which the shard boundaries respect
+    batches = ImageBatches(
+        run.dataset(), ids, cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size, skip=skip, aligned=True
+    )
     want_region = "region" in SOURCE_KINDS[p.source]
     want_instance = "instance" in SOURCE_KINDS[p.source]
     # IG keeps a decoder box when its share of foreground mask cells is >= t; t = 0 keeps every
@@ -290,8 +298,8 @@ def _selective_search(
 def _attention_maps(run: RunDir, version: int) -> AttentionMaps:
     """The version's attention maps, created by the first shard to get here.
 
-    Rows are grouped by the run's shard plan (one group per mining shard, so a shard's worker
-    writes its own files only), maps sized by :func:`attention_map_side`. Workers of one version
+    Rows are grouped by the run's shard plan (one group per mining shard, the very ranges
+    ``mine_shard`` mines, so a shard's worker writes its own files only), maps sized by :func:`attention_map_side`. Workers of one version
     start together (threads here, processes on Dask); creating a Zarr group twice at once can wipe
     the first, so creation is serialised by a mutex within the process and an flock on
     ``attention/.vNNNN.create.lock`` across processes of this host. Maps of this (uncommitted)
@@ -300,7 +308,7 @@ def _attention_maps(run: RunDir, version: int) -> AttentionMaps:
     folder = Path(run.path) / "attention"
     folder.mkdir(parents=True, exist_ok=True)
     side = attention_map_side(run.config.model)
-    groups = RunPlan(run).shards()
+    groups = RunPlan(run).shards(version)
     with _ATTENTION_MUTEX, open(folder / f".v{version:04d}.create.lock", "a+b") as lock_file:
         fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
         try:

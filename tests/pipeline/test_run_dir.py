@@ -106,16 +106,18 @@ def test_shards_are_contiguous_deterministic_and_cover_the_index(
     tmp_path: Path, data_root: Path, num_shards: int
 ) -> None:
     run = _create(tmp_path / "run", data_root)
-    shards = shard_ranges(run.image_ids(), num_shards)
+    shards = shard_ranges(run.image_ids(), num_shards, 1)  # batches of one image: any cut
     assert len(shards) == num_shards
     assert np.array_equal(np.concatenate(shards), run.image_ids())
     sizes = [len(s) for s in shards]
     assert max(sizes) - min(sizes) <= 1
     assert all(
-        np.array_equal(a, b) for a, b in zip(shards, shard_ranges(RunDir.open(run.path).image_ids(), num_shards))
+        np.array_equal(a, b) for a, b in zip(shards, shard_ranges(RunDir.open(run.path).image_ids(), num_shards, 1))
     )
     with pytest.raises(ValueError, match="mine.shards"):
-        shard_ranges(run.image_ids(), 0)
+        shard_ranges(run.image_ids(), 0, 1)
+    with pytest.raises(ValueError, match="mine.batch_size"):
+        shard_ranges(run.image_ids(), num_shards, 0)
 
 
 def test_quarantine_adds_each_image_once(tmp_path: Path, data_root: Path) -> None:
@@ -176,8 +178,12 @@ def test_status_follows_the_schedule(tmp_path: Path, data_root: Path) -> None:
     damaged = run.checkpoint_path(1)
     save_checkpoint(damaged, model=torch.nn.Linear(1, 1), epoch=1, config_digest=run.config.digest())
     damaged.write_bytes(damaged.read_bytes()[:-8] + b"xxxxxxxx")  # not counted: it does not verify
-    planned = shard_ranges(run.image_ids(), 3)[1]
-    meta = {"first_image_id": int(planned[0]), "last_image_id": int(planned[-1])}
+    planned = shard_ranges(run.image_ids(), 3, run.config.mine.batch_size)[1]
+    meta = {
+        "first_image_id": int(planned[0]),
+        "last_image_id": int(planned[-1]),
+        "batch_size": run.config.mine.batch_size,
+    }
     run.store.write_shard(2, 1, {"region": BoxSet.empty(), "instance": BoxSet.empty()}, meta=meta)
     run.store.write_shard(2, 2, {"region": BoxSet.empty()}, meta=meta)  # staged under another plan
     assert RunPlan(run).done_shards(2) == {1}

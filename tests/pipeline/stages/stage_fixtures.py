@@ -11,6 +11,7 @@ of the queries predict foreground and the instance path is exercised.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -65,6 +66,19 @@ def write_checkpoint(run: RunDir, epoch: int, seed: int = 0) -> Path:
 def copy_run(src: RunDir, dst: Path) -> RunDir:
     shutil.copytree(src.path, dst)
     return RunDir.open(dst)
+
+
+def rewrite_config(run: RunDir, section: str, **changes: object) -> RunDir:
+    """Rewrite run.json with some fields of ``section`` changed (as if the run had been created
+    so; ``dataset`` changes the recorded dataset) and reopen the run from disk."""
+    info = json.loads((run.path / "run.json").read_text())
+    if section == "dataset":
+        info["dataset"].update(changes)
+    else:
+        info["config"][section].update(changes)
+        info["config_digest"] = RunConfig.from_dict(info["config"]).digest()
+    (run.path / "run.json").write_text(json.dumps(info))
+    return RunDir.open(run.path)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from joindet.pipeline.data import open_dataset
 from joindet.pipeline.model_loading import INFERENCE_THREADS
 from joindet.pipeline.run_dir import RunDir
-from joindet.pipeline.schedule import RunPlan, init_shard_ranges
+from joindet.pipeline.schedule import RunPlan, shard_ranges
 from joindet.pipeline.stages import commit_init, init_priors, init_shard
 
 from .stage_fixtures import NUM_IMAGES, new_run, synthetic_root, tiny_config  # noqa: F401
@@ -137,9 +137,9 @@ def test_an_unreadable_image_gives_the_same_v0_whatever_the_shards(tmp_path: Pat
 
 @settings(max_examples=80, deadline=None)
 @given(n=st.integers(0, 40), shards=st.integers(1, 9), batch=st.integers(1, 7))
-def test_init_shards_are_runs_of_whole_batches(n: int, shards: int, batch: int) -> None:
+def test_shards_are_runs_of_whole_batches(n: int, shards: int, batch: int) -> None:
     todo = np.arange(100, 100 + 3 * n, 3, dtype=np.int64)
-    ranges = init_shard_ranges(todo, shards, batch)
+    ranges = shard_ranges(todo, shards, batch)
     assert len(ranges) == shards
     assert np.array_equal(np.concatenate(ranges), todo)  # contiguous, in order, every image once
     ends = np.cumsum([len(r) for r in ranges])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -16,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from joindet.pipeline.config import RunConfig
 from joindet.pipeline.progress import RecordingProgress
 from joindet.pipeline.run_dir import RunDir
 from joindet.pipeline.schedule import RunPlan, shard_ranges
@@ -34,6 +32,7 @@ from .stage_fixtures import (  # noqa: F401
     tiny_config,
     write_checkpoint,
 )
+from .stage_fixtures import rewrite_config as _rewrite
 
 pytestmark = pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")
 
@@ -56,7 +55,7 @@ def test_mine_stages_every_shard_with_region_and_instance_priors(tmp_path: Path,
         assert set(boxes.kind_names()) == {kind}
         assert np.isin(boxes.image_ids, run.image_ids()).all()
         assert (boxes.boxes >= 0).all() and (boxes.boxes <= 1).all()
-    shards = shard_ranges(run.image_ids(), 2)
+    shards = shard_ranges(run.image_ids(), 2, run.config.mine.batch_size)
     markers = run.store.staged_shards(2)
     digest = markers[0].meta["checkpoint_digest"]
     assert digest.startswith("sha256:") and markers[1].meta["checkpoint_digest"] == digest
@@ -200,19 +199,6 @@ def test_bad_requests_are_refused_clearly(tmp_path: Path, initialised_run: RunDi
     assert run.store.done_shards(2) == {1}
 
 
-def _rewrite(run: RunDir, section: str, **changes: object) -> RunDir:
-    """Rewrite run.json with some fields of ``section`` changed (as if the run had been created
-    so; ``dataset`` changes the recorded dataset) and reopen the run from disk."""
-    info = json.loads((run.path / "run.json").read_text())
-    if section == "dataset":
-        info["dataset"].update(changes)
-    else:
-        info["config"][section].update(changes)
-        info["config_digest"] = RunConfig.from_dict(info["config"]).digest()
-    (run.path / "run.json").write_text(json.dumps(info))
-    return RunDir.open(run.path)
-
-
 def test_shards_mined_on_threads_match_and_torch_settings_are_restored(tmp_path: Path, initialised_run: RunDir) -> None:  # noqa: F811
     sequential = copy_run(initialised_run, tmp_path / "seq")
     mine(sequential, 2)
@@ -227,17 +213,20 @@ def test_shards_mined_on_threads_match_and_torch_settings_are_restored(tmp_path:
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_shards_staged_under_another_shard_count_are_mined_again(tmp_path: Path, initialised_run: RunDir) -> None:  # noqa: F811
-    run = copy_run(initialised_run, tmp_path / "run")
-    mine(run, 2, shard_ids=[0])  # 2 shards: images 0-3 and 4-7
+def test_shards_staged_under_another_shard_count_are_reused_only_for_the_same_range(
+    tmp_path: Path,
+    initialised_run: RunDir,  # noqa: F811
+) -> None:
+    run = _rewrite(copy_run(initialised_run, tmp_path / "run"), "mine", batch_size=2)  # 4 batches of 2
+    mine(run, 2, shard_ids=[0, 1])  # 2 shards: images 0-3 and 4-7
     run = _rewrite(run, "mine", shards=3)  # resume-safe: same config digest
-    assert RunPlan(run).done_shards(2) == set()  # shard 0 now means images 0-2
+    assert RunPlan(run).done_shards(2) == {0}  # 3 shards: images 0-3 (the same batches), 4-5, 6-7
     result = mine(run, 2)
-    assert result.summary["shards_mined"] == [0, 1, 2]
+    assert result.summary["shards_mined"] == [1, 2]
     assert RunPlan(run).done_shards(2) == {0, 1, 2}
-    clean = _rewrite(copy_run(initialised_run, tmp_path / "clean"), "mine", shards=3)
+    clean = _rewrite(copy_run(initialised_run, tmp_path / "clean"), "mine", shards=1, batch_size=2)
     mine(clean, 2)
-    for kind in ("region", "instance"):
+    for kind in ("region", "instance"):  # one shard or a mix of two plans: the same boxes
         assert run.store.read_staged(2, kind).equals(clean.store.read_staged(2, kind))
 
 
@@ -289,10 +278,11 @@ def test_attention_maps_one_file_per_mining_shard_and_a_new_plan_replaces_them(
     assert first.read(int(ids[0])) is not None and first.read(int(ids[-1])) is None
     mine(run, 2)
     assert len(files()) == 2
-    run = _rewrite(run, "mine", shards=3)  # staged shards and maps of the 2-shard plan are stale
+    # 3 shards of batches of 2: images 0-3, 4-5, 6-7; staged shards and maps of the old plan are stale
+    run = _rewrite(run, "mine", shards=3, batch_size=2)
     mine(run, 2)
-    assert len(files()) == 3 and store.maps(2).rows_per_file == 3
-    clean = _rewrite(copy_run(initialised_run, tmp_path / "clean"), "mine", save_attention=True, shards=3)
+    assert len(files()) == 3 and store.maps(2).rows_per_file == 4
+    clean = _rewrite(copy_run(initialised_run, tmp_path / "clean"), "mine", save_attention=True, shards=3, batch_size=2)
     mine(clean, 2)
     for image_id in ids.tolist():
         np.testing.assert_array_equal(store.read(2, image_id), AttentionStore(clean.path).read(2, image_id))
