@@ -29,9 +29,10 @@ def _run(tmp_path: Path, name: str = "run", shards: int = 3) -> RunDir:
     return RunDir.create(tmp_path / name, cfg, dataset=open_dataset("synthetic", root=data, split="train"))
 
 
-def _stage(*args: str) -> tuple[int, str]:
+def _stage(*args: str, stdout: bool = False) -> tuple[int, str]:
+    """Exit code and output (``stdout``: stdout alone, where --json goes; warnings go to stderr)."""
     result = CliRunner().invoke(main, ["stage", "run", *args])
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout if stdout else result.output
 
 
 def _v0(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +42,7 @@ def _v0(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
 
 def test_init_runs_its_shards_on_the_thread_pool(tmp_path: Path) -> None:
     run = _run(tmp_path)
-    code, out = _stage("init", str(run.path), "--threads", "3", "--json", "--quiet")
+    code, out = _stage("init", str(run.path), "--threads", "3", "--json", "--quiet", stdout=True)
     assert code == 0, out
     result = json.loads(out)
     assert result["stage"] == "init_priors" and not result["skipped"] and result["summary"]["shards"] == 3
@@ -52,7 +53,7 @@ def test_init_runs_its_shards_on_the_thread_pool(tmp_path: Path) -> None:
     for a, b in zip(_v0(run), _v0(one)):
         assert np.array_equal(a, b)
     # again: committed, nothing computed
-    code, out = _stage("init", str(run.path), "--threads", "3", "--json", "--quiet")
+    code, out = _stage("init", str(run.path), "--threads", "3", "--json", "--quiet", stdout=True)
     assert code == 0 and json.loads(out)["skipped"], out
 
 
