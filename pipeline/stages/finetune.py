@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from joindet.detector import build_model
@@ -113,11 +114,6 @@ def _finetune(
             "labelled dataset (coco, voc, coco-json or synthetic)"
         )
     cats = category_ids(gt)
-    if eval_split(out) != cfg.data.eval_split:  # said before training, not only in the metrics file
-        progress.log(
-            f"finetune: {cfg.data.dataset} has one annotations file; AP is scored on its split "
-            f"{eval_split(out)!r}, the file it trains from (not a held-out set)"
-        )
     mcfg = finetune_model_config(cfg, len(cats))
     ids = training_image_ids(out.images(), out.quarantined_ids(), cfg.train.max_images)
     if cfg.finetune.fraction < 1.0:
@@ -126,6 +122,15 @@ def _finetune(
         raise ValueError(
             f"finetune.fraction={cfg.finetune.fraction} of {out.images().num_rows} images selects none; raise it"
         )
+    eval_ids = eval_image_ids(out, ids)
+    if eval_split(out) != cfg.data.eval_split:  # said before training, not only in the metrics file
+        trained_on = np.isin(eval_ids, ids).all()
+        where = (
+            "the images it trains on (no held-out set: finetune.fraction is 1)"
+            if trained_on
+            else f"the {len(eval_ids)} images of it not drawn into the fraction (held out)"
+        )
+        progress.log(f"finetune: {cfg.data.dataset} has one annotations file; AP is scored on {where}")
     record = {
         "init_checkpoint": None if init is None else str(init),
         "init_digest": None if init is None else file_digest(init),
@@ -198,10 +203,11 @@ def _finetune(
         "seconds": round(time.time() - t0, 3),
     }
     if info.is_main:
-        metrics = evaluate_finetuned(unwrap(parts.model), out, cats, info.device)
+        metrics = evaluate_finetuned(unwrap(parts.model), out, cats, info.device, image_ids=eval_ids)
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = metrics_file.with_name(f".{metrics_file.name}.tmp")
-        tmp.write_text(json.dumps({"metrics": metrics, "eval_split": eval_split(out), "epoch": epochs - 1}, indent=2))
+        record = {"metrics": metrics, "eval_split": eval_split(out), "eval_images": len(eval_ids), "epoch": epochs - 1}
+        tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, metrics_file)
         summary.update(metrics=metrics, metrics_file=str(metrics_file))
     return StageResult("finetune", False, summary)
@@ -254,12 +260,30 @@ def load_pretrained(model: torch.nn.Module, checkpoint: str | os.PathLike) -> No
         )
 
 
+def eval_image_ids(out: RunDir, train_ids: np.ndarray) -> np.ndarray:
+    """Image ids (int64, index order) a finetune is scored on: every image of the evaluation split
+    (``stages.evaluate.eval_split``), less ``train_ids`` when that split is the one trained on (a
+    coco-json run: its one annotations file) and some readable images are left (a low-data
+    fraction; quarantined images are not scored)."""
+    split = eval_split(out)
+    ids = out.dataset(split=split).index().column("image_id").to_numpy().astype(np.int64)
+    if split != out.config.data.eval_split:
+        quarantined = np.fromiter(out.quarantined_ids(), np.int64)
+        held_out = ids[~np.isin(ids, train_ids) & ~np.isin(ids, quarantined)]
+        return held_out if len(held_out) else ids
+    return ids
+
+
 def evaluate_finetuned(
-    model: torch.nn.Module, out: RunDir, cats: list[int], device: torch.device
+    model: torch.nn.Module,
+    out: RunDir,
+    cats: list[int],
+    device: torch.device,
+    image_ids: np.ndarray | None = None,
 ) -> dict[str, float | None]:
-    """Category-aware COCO bbox metrics of ``model`` on the run's evaluation split
-    (``stages.evaluate.eval_split``: ``data.eval_split``; a coco-json run's own split, its one
-    annotations file being all the ground truth it has)."""
+    """Category-aware COCO bbox metrics of ``model`` on ``image_ids`` (None: every image) of the
+    run's evaluation split (``stages.evaluate.eval_split``: ``data.eval_split``; a coco-json run's
+    own split, its one annotations file being all the ground truth it has)."""
     cfg = out.config
     split = eval_split(out)
     evalset = out.dataset(split=split)
@@ -268,7 +292,7 @@ def evaluate_finetuned(
         raise NoGroundTruthError(
             f"eval split {split!r} of {cfg.data.dataset!r} has no box annotations; set data.eval_split"
         )
-    ids = evalset.index().column("image_id").to_numpy()
+    ids = evalset.index().column("image_id").to_numpy() if image_ids is None else image_ids
     results = detect(
         model, evalset, ids, cfg.model.test_size, cfg.model.max_size, cfg.mine.batch_size, device, cfg.finetune.top_k
     )
@@ -319,6 +343,7 @@ def _lock(out: RunDir, info: DistInfo) -> Iterator[None]:
 __all__ = [
     "DETREG_SCHEDULE",
     "FINETUNE_JSON",
+    "eval_image_ids",
     "evaluate_finetuned",
     "finetune",
     "finetune_model_config",

@@ -53,15 +53,30 @@ def test_report_of_a_coco_json_run_scores_proposals_on_its_split(coco_json_run) 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")  # the baseline: no init
-def test_finetune_on_coco_json_evaluates_on_the_split_it_has(tiny_data: Path, tmp_path: Path) -> None:
-    """One annotations file, no val split: the finetune trains and scores AP on that file, and
-    says so before training, instead of failing after it for want of a val split."""
+@pytest.mark.parametrize(
+    "fraction, said",
+    [
+        ("1.0", "AP is scored on the images it trains on (no held-out set"),
+        ("0.5", "AP is scored on the {n} images of it not drawn into the fraction (held out)"),
+    ],
+)
+def test_finetune_on_coco_json_evaluates_on_the_split_it_has(
+    tiny_data: Path, tmp_path: Path, fraction: str, said: str
+) -> None:
+    """One annotations file, no val split: the finetune trains and scores AP on that file (on the
+    images a low-data fraction left out, when it leaves some), and says so before training,
+    instead of failing after it for want of a val split."""
+    ann = tiny_data / "annotations" / "instances_train.json"
     ft = tmp_path / "ft"
     args = ["flow", "run", "finetune", "--dataset", "coco-json", "--data-root", str(tiny_data / "train")]
-    args += ["--annotations", str(tiny_data / "annotations" / "instances_train.json"), "--run-dir", str(ft)]
+    args += ["--annotations", str(ann), "--run-dir", str(ft), "--set", f"finetune.fraction={fraction}"]
     args += ["--set", "finetune.epochs=1", "--set", "train.num_workers=0", "--no-prefect"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
-    assert "AP is scored on its split 'train'" in res.output
+    trained = json.loads((ft / "finetune.json").read_text())["num_train_images"]
+    n = len(json.loads(ann.read_text())["images"]) - trained
+    assert said.format(n=n) in " ".join(res.output.split())  # the log wraps long lines
+    assert 0 < n < trained * 2 if fraction == "0.5" else n == 0
     record = json.loads((ft / "metrics" / "finetune-epoch-0000.json").read_text())
     assert record["eval_split"] == "train" and record["metrics"]["AP"] is not None
+    assert record["eval_images"] == (n if fraction == "0.5" else trained)
