@@ -14,16 +14,24 @@ Two launches:
   and the learning rate is kept as configured (:func:`scale_summary`).
 
 An agent that fails (a killed worker process, a dead rank) fails the whole block with
-:class:`DistributedTrainError`; the next resume continues from the last checkpoint.
+:class:`DistributedTrainError`; the next resume continues from the last checkpoint. No agent
+outlives the block: when one fails, the others are stopped (SIGTERM, upon which torchrun stops
+its ranks; SIGKILL after ``STOP_GRACE_S``), and on Linux an agent gets SIGTERM when the process
+that started it dies (a killed Dask worker), so no rank is left holding a GPU in a collective
+that would only time out after the process group's 30 minutes.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,8 +41,52 @@ WORKER_MODULE = "joindet.pipeline.stages.train_worker"
 LR_RULE = "kept"
 
 
+#: Seconds a stopped agent has to stop its ranks before it is killed.
+STOP_GRACE_S = 30.0
+
+#: The torchrun agents this process runs, by rendezvous id (stop_agents ends them).
+_AGENTS: dict[str, list[subprocess.Popen]] = {}
+_AGENTS_LOCK = threading.Lock()
+
+
 class DistributedTrainError(RuntimeError):
     """torchrun exited with a non-zero status."""
+
+
+def _libc_prctl() -> object | None:
+    """libc's prctl on Linux (loaded here, not in the forked child), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _term_with_parent() -> None:
+    """In the forked agent, before exec: SIGTERM when the starting thread's process dies."""
+    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))  # type: ignore[operator]
+
+
+def stop_agents(rdzv_id: str | None = None, grace_s: float = STOP_GRACE_S) -> int:
+    """Stop the torchrun agents this process runs (those of ``rdzv_id``; None: all): SIGTERM, then
+    SIGKILL after ``grace_s``. Returns how many were still running."""
+    with _AGENTS_LOCK:
+        procs = [p for key, ps in _AGENTS.items() if rdzv_id in (None, key) for p in ps]
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        p.send_signal(signal.SIGTERM)
+    for p in running:
+        try:
+            p.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return len(running)
 
 
 def torchrun_command(
@@ -110,7 +162,26 @@ def run_torchrun(
     child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))
     # The workers' stdout (rank 0 prints the stage summary) goes to our stderr: stdout belongs
     # to the command's own result (one JSON document with --json).
-    proc = subprocess.run(cmd, env=child_env, stdout=sys.stderr.fileno() if _has_fd(sys.stderr) else 2)
+    key = str(rendezvous.get("rdzv_id") or "standalone")
+    proc = subprocess.Popen(
+        cmd,
+        env=child_env,
+        stdout=sys.stderr.fileno() if _has_fd(sys.stderr) else 2,
+        # preexec runs in the forked child of a threaded process: it only calls prctl (loaded above).
+        preexec_fn=_term_with_parent if _PRCTL is not None else None,
+    )
+    with _AGENTS_LOCK:
+        _AGENTS.setdefault(key, []).append(proc)
+    try:
+        proc.wait()
+    except BaseException:  # Ctrl-C or a cancelled task: the ranks must not outlive us
+        stop_agents(key)
+        raise
+    finally:
+        with _AGENTS_LOCK:
+            _AGENTS[key].remove(proc)
+            if not _AGENTS[key]:
+                del _AGENTS[key]
     if proc.returncode != 0:
         where = f" (node agent on {socket.gethostname()})" if rendezvous.get("rdzv_endpoint") else ""
         raise DistributedTrainError(
@@ -152,7 +223,7 @@ def train_on_cluster(client: Any, run_path: str, end_epoch: int, nnodes: int, np
     The first chosen worker's host serves the c10d rendezvous on a port free there. Waits for
     every agent; when one fails, the others are cancelled and DistributedTrainError names it.
     """
-    from distributed import as_completed
+    from distributed import as_completed, wait
 
     info = client.scheduler_info(n_workers=-1)["workers"]
     chosen = pick_agent_workers(info, nnodes)
@@ -182,6 +253,10 @@ def train_on_cluster(client: Any, run_path: str, end_epoch: int, nnodes: int, np
             failed = future
             break
     if failed is not None:
+        # Cancelling a running task does not stop its thread: stop the other agents themselves
+        # (their ranks wait in a collective for the dead one), then let their tasks end.
+        client.run(stop_agents, rdzv_id, workers=chosen, on_error="ignore")
+        wait(futures, timeout=STOP_GRACE_S + 30)
         client.cancel(futures)
         try:
             failed.result()

@@ -62,3 +62,84 @@ def test_scale_summary_states_the_global_batch_and_the_lr_rule() -> None:
 
     s = scale_summary(batch_size=4, nnodes=2, nproc_per_node=8, lr=2e-4)
     assert s["world_size"] == 16 and s["global_batch"] == 64 and s["lr"] == 2e-4 and s["lr_rule"] == "kept"
+
+
+def _fake_agent(tmp_path, name: str = "agent") -> str:
+    """An executable standing in for python: writes its pid, then waits (as a torchrun agent
+    whose ranks wait in a collective); exits 143 on SIGTERM."""
+    script = tmp_path / name
+    script.write_text(f"#!/bin/sh\necho $$ > {tmp_path / (name + '.pid')}\nexec sleep 120\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def _wait_for(cond, timeout: float = 20.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_stop_agents_ends_a_running_launch_of_that_rendezvous(tmp_path) -> None:
+    """What train_on_cluster does to the other agents when one failed: their launch ends now,
+    not when the process group's collective times out."""
+    import threading
+    import time
+
+    from joindet.flows.torchrun import stop_agents
+
+    errors: list[BaseException] = []
+
+    def launch() -> None:
+        try:
+            run_torchrun(tmp_path, 1, 1, python=_fake_agent(tmp_path), nnodes=2, rdzv_endpoint="h:1", rdzv_id="r1")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=launch)
+    thread.start()
+    assert _wait_for(lambda: (tmp_path / "agent.pid").exists())
+    assert stop_agents("other-rendezvous") == 0  # another launch's agents are left alone
+    t = time.monotonic()
+    assert stop_agents("r1", grace_s=10) == 1
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - t < 10
+    assert len(errors) == 1 and isinstance(errors[0], DistributedTrainError)
+    assert stop_agents("r1") == 0  # unregistered once ended
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_an_agent_gets_sigterm_when_the_process_that_started_it_is_killed(tmp_path) -> None:
+    """A SIGKILLed Dask worker must not leave its torchrun agent (and the agent's ranks) running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    agent = _fake_agent(tmp_path)
+    code = (
+        "from joindet.flows.torchrun import run_torchrun\n"
+        f"run_torchrun({str(tmp_path)!r}, 1, 1, python={agent!r}, nnodes=2, rdzv_endpoint='h:1', rdzv_id='r2')\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        assert _wait_for(lambda: (tmp_path / "agent.pid").exists())
+        pid = int((tmp_path / "agent.pid").read_text())
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            # reaped by init only after it exits; a zombie counts as gone
+            return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+        assert _wait_for(gone), "the agent outlived the process that started it"
+    finally:
+        launcher.kill()
