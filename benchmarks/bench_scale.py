@@ -266,7 +266,7 @@ def main() -> None:
         ev = run_child("evaluate", built["run"])
         run = Path(built["run"])
         files = _files(run / "priors" / f"v{VERSION:04d}") + _files(run / "attention" / f"v{VERSION:04d}.zarr")
-        sample = json.loads((run / "metrics" / "priors-sample.json").read_text())
+        sample = json.loads((run / "metrics" / "priors.json").read_text())["sample"]
         peak = max(plan["peak_rss_mb"], sm["peak_rss_mb"], ev["peak_rss_mb"])
         result = {
             "images": args.images,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,9 @@ def collect(run: RunDir) -> ReportData:
     churn for a manifest that lacks it)."""
     data = ReportData(run_path=str(run.path), info=dict(run.info))
     data.versions = [version_info(run, v) for v in run.store.versions()]
-    data.prior_metrics = read_json(run.path / "metrics" / "priors.json") or {}
+    # priors.json: metrics per version ("vNNNN") and the evaluation sample's record ("sample").
+    metrics = read_json(run.path / "metrics" / "priors.json") or {}
+    data.prior_metrics = {k: v for k, v in metrics.items() if re.fullmatch(r"v\d{4,}", k)}
     data.proposals = read_proposals(run.path / "metrics")
     data.train_log = read_train_log(run.path / "logs" / "train.jsonl")
     data.quarantine = run.quarantine().to_pylist()

@@ -10,8 +10,8 @@ numbers are pycocotools'.
   the ground truth of the run's own split (priors are mined on the training images), on a fixed
   random sample of its images (``eval.sample_images``, 5000 by default, ``all`` for every image;
   drawn from the run's pinned index with ``eval.sample_seed``, so every version is scored on the
-  same images; quarantined images are left out). The sample (seed, ids) is recorded in
-  ``RUN/metrics/priors-sample.json``.
+  same images; quarantined images are left out). The sample (seed, ids, images scored per
+  version) is recorded in ``RUN/metrics/priors.json`` under ``"sample"``, beside the metrics.
 - ``evaluate_proposals``: the top-``eval.top_k`` foreground boxes of a checkpoint on the
   ``data.eval_split`` images against their ground truth.
 
@@ -38,6 +38,8 @@ from joindet.pipeline.stages.image_batches import ImageBatches
 from joindet.priors import BoxSet
 
 METRICS = ("AP", "AP50", "AP75", "AR@1", "AR@10", "AR@100")
+#: Key of the prior-evaluation sample's record in ``metrics/priors.json`` (the other keys: vNNNN).
+SAMPLE_KEY = "sample"
 #: positions of METRICS in COCOeval.stats
 _STATS_INDEX = (0, 1, 2, 6, 7, 8)
 
@@ -50,9 +52,10 @@ def evaluate_priors(
     """Metrics per version and kind: ``{"v0000": {"smoothed": {"AP": ..., ...}}}``.
 
     ``versions`` None: every committed version. Scored on the run's prior-evaluation sample
-    (``prior_sample``; quarantined images left out). Writes ``RUN/metrics/priors.json`` (merged
-    with what is already there) and ``RUN/metrics/priors-sample.json`` (seed, sample ids, images
-    scored per version). Raises ValueError when the run's dataset has no ground-truth boxes.
+    (``prior_sample``; quarantined images left out). Writes ``RUN/metrics/priors.json``, merged
+    with what is already there: ``{"vNNNN": {kind: metrics}, ..., "sample": {seed, sample ids,
+    images scored per version}}``. Raises ValueError when the run's dataset has no ground-truth
+    boxes.
     """
     dataset = run.dataset()
     gt = _ground_truth(dataset, "the run's split")
@@ -74,8 +77,8 @@ def evaluate_priors(
     merged = json.loads((metrics / "priors.json").read_text()) if (metrics / "priors.json").exists() else {}
     for key, per_kind in out.items():
         merged.setdefault(key, {}).update(per_kind)
+    merged[SAMPLE_KEY] = _sample_record(merged.get(SAMPLE_KEY) or {}, run, sample, {k: int(len(img_ids)) for k in out})
     _write_json(metrics / "priors.json", merged)
-    _record_sample(metrics / "priors-sample.json", run, sample, {key: int(len(img_ids)) for key in out})
     return out
 
 
@@ -257,22 +260,19 @@ def _ground_truth(dataset: Any, what: str) -> dict:
     return gt
 
 
-def _record_sample(path: Path, run: RunDir, sample: np.ndarray, scored: dict[str, int]) -> None:
-    """Write the sample (seed, setting, ids) and the images scored per version to ``path``."""
+def _sample_record(old: dict, run: RunDir, sample: np.ndarray, scored: dict[str, int]) -> dict[str, Any]:
+    """The sample's record (seed, setting, ids) and the images scored per version, those of
+    ``old`` (the record already written) kept when the sample is the same."""
     cfg = run.config.eval
-    old = json.loads(path.read_text()) if path.exists() else {}
     same = old.get("image_ids") == sample.tolist()
-    _write_json(
-        path,
-        {
-            "sample_images": str(cfg.sample_images),
-            "seed": cfg.sample_seed,
-            "split_images": int(run.images().num_rows),
-            "images": int(len(sample)),
-            "image_ids": sample.tolist(),
-            "scored_images": {**(old.get("scored_images", {}) if same else {}), **scored},
-        },
-    )
+    return {
+        "sample_images": str(cfg.sample_images),
+        "seed": cfg.sample_seed,
+        "split_images": int(run.images().num_rows),
+        "images": int(len(sample)),
+        "image_ids": sample.tolist(),
+        "scored_images": {**(old.get("scored_images", {}) if same else {}), **scored},
+    }
 
 
 def _write_json(path: Path, obj: Any) -> None:

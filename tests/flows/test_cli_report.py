@@ -55,7 +55,7 @@ def test_report_writes_page_and_figures_with_json_output(run: RunDir, tmp_path: 
         True,
     ]
     # the priors were scored against the synthetic ground truth on the way
-    assert set(json.loads((run.path / "metrics" / "priors.json").read_text())) == {"v0000", "v0002"}
+    assert set(json.loads((run.path / "metrics" / "priors.json").read_text())) == {"v0000", "v0002", "sample"}
 
 
 def test_report_default_location_and_plain_output(run: RunDir) -> None:

@@ -93,6 +93,7 @@ def test_evaluate_priors_scores_every_version_and_writes_json(tmp_path: Path, in
     assert list(both["v0000"]) == ["region", "smoothed"]  # v0 has no instance kind
     _sane(both["v0000"]["region"])
     written = json.loads((run.path / "metrics" / "priors.json").read_text())
+    assert written.pop("sample")["scored_images"] == {"v0000": run.images().num_rows}
     assert written == both
 
 

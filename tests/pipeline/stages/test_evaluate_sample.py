@@ -70,7 +70,7 @@ def test_tiny_split_is_evaluated_whole_and_recorded(tmp_path: Path, initialised_
     gt = run.dataset().coco_ground_truth()
     dets = detections_array(run.store.read(0), run.images())
     assert out["v0000"]["smoothed"] == coco_metrics(gt, dets, everything)
-    record = json.loads((run.path / "metrics" / "priors-sample.json").read_text())
+    record = json.loads((run.path / "metrics" / "priors.json").read_text())["sample"]
     assert record["image_ids"] == everything.tolist() and record["seed"] == 0
     assert record["sample_images"] == "5000" and record["scored_images"] == {"v0000": len(everything)}
 
@@ -88,12 +88,12 @@ def test_a_sample_scores_the_same_images_for_every_version(tmp_path: Path, initi
     expected = pycocotools_eval(gt, dets[np.isin(dets[:, 0], sample)], sample.tolist()).stats
     got = out["v0002"]["smoothed"]
     assert got["AP"] == pytest.approx(expected[0], abs=1e-12) and got["AR@100"] == pytest.approx(expected[8], abs=1e-12)
-    record = json.loads((run.path / "metrics" / "priors-sample.json").read_text())
+    record = json.loads((run.path / "metrics" / "priors.json").read_text())["sample"]
     assert record["image_ids"] == sample.tolist() and record["seed"] == 1 and record["split_images"] == 8
     # a quarantined image leaves the sample's scoring, not the sample
     run.add_quarantine([(int(sample[0]), "x.png", "unreadable")])
     evaluate_priors(run, versions=[2])
-    record = json.loads((run.path / "metrics" / "priors-sample.json").read_text())
+    record = json.loads((run.path / "metrics" / "priors.json").read_text())["sample"]
     assert record["image_ids"] == sample.tolist() and record["scored_images"] == {"v0000": 3, "v0002": 2}
 
 
