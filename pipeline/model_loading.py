@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from joindet.detector import build_model
@@ -36,6 +38,23 @@ _CACHE_SIZE = 2
 #: torch intra-op threads while a shard is mined (or R_0 computed): fixed, so that the same shard
 #: gives the same boxes on every runner. Parallelism comes from shards running side by side.
 INFERENCE_THREADS = 1
+
+
+def shard_meta(cfg: RunConfig, ids: np.ndarray) -> dict[str, Any]:
+    """Marker fields every shard computation (init, mine) records: the image range (int64 ids in
+    index order), the source, batch size, device, and who computed it (host, pid, thread count:
+    a shard's boxes do not depend on who, as threads are fixed, but a debugger asks)."""
+    return {
+        "first_image_id": int(ids[0]) if len(ids) else None,
+        "last_image_id": int(ids[-1]) if len(ids) else None,
+        "num_images": len(ids),
+        "source": cfg.priors.source,
+        "batch_size": cfg.mine.batch_size,
+        "device": str(resolve_device(cfg.mine.device)),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "threads": INFERENCE_THREADS,
+    }
 
 
 def resolve_device(name: str) -> torch.device:

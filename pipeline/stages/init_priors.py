@@ -38,8 +38,6 @@ asked again.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 
@@ -49,7 +47,7 @@ import torch
 from joindet.detector.model import random_backbone_warning
 from joindet.detector.presets import mined_level
 from joindet.pipeline.data import ImageLoadError
-from joindet.pipeline.model_loading import INFERENCE_THREADS, fixed_threads, initial_model, resolve_device
+from joindet.pipeline.model_loading import INFERENCE_THREADS, fixed_threads, initial_model, resolve_device, shard_meta
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
 from joindet.pipeline.run_dir import RunDir
 from joindet.pipeline.schedule import RunPlan, quarantine_failures
@@ -139,19 +137,7 @@ def init_shard(run_path: str, shard_id: int, progress: Progress = NULL_PROGRESS)
         return ShardResult(0, shard_id, True, num_images=len(ids))
     t0 = time.perf_counter()
     source = cfg.priors.source
-    meta: dict = {
-        "first_image_id": int(ids[0]) if len(ids) else None,
-        "last_image_id": int(ids[-1]) if len(ids) else None,
-        "num_images": len(ids),
-        "source": source,
-        "batch_size": cfg.mine.batch_size,
-        "config_digest": cfg.digest(),
-        "device": str(resolve_device(cfg.mine.device)),
-        # Who computed it: a shard's boxes do not depend on it (fixed threads), but a debugger asks.
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "threads": INFERENCE_THREADS,
-    }
+    meta: dict = {**shard_meta(cfg, ids), "config_digest": cfg.digest()}
     progress.start(f"{init_title(cfg)} shard {shard_id}", len(ids))
     if source in BOX_SOURCES:
         region, failed = _box_source(run, ids, progress)

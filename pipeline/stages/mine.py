@@ -33,8 +33,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import math
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +51,7 @@ from joindet.pipeline.model_loading import (
     file_digest,
     fixed_threads,
     resolve_device,
+    shard_meta,
 )
 from joindet.pipeline.progress import NULL_PROGRESS, Progress
 from joindet.pipeline.run_dir import RunDir
@@ -143,18 +142,7 @@ def mine_shard(run_path: str, version: int, shard_id: int, progress: Progress = 
     source = cfg.priors.source
     skip = frozenset(run.quarantined_ids())
     failed: list[tuple[int, str, str]] = []
-    meta: dict = {
-        "first_image_id": int(ids[0]) if len(ids) else None,
-        "last_image_id": int(ids[-1]) if len(ids) else None,
-        "num_images": len(ids),
-        "source": source,
-        "batch_size": cfg.mine.batch_size,
-        "device": str(resolve_device(cfg.mine.device)),
-        # Who mined it: a shard's boxes do not depend on it (fixed threads), but a debugger asks.
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "threads": INFERENCE_THREADS,
-    }
+    meta: dict = shard_meta(cfg, ids)
     if source in MODEL_SOURCES:
         meta["mined_level"] = mined_level(cfg.model)
         with fixed_threads(INFERENCE_THREADS):

@@ -8,22 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fault_run import SETTINGS
 
 from joindet.flows.cli import main
 from joindet.pipeline.tensorboard_log import log_epoch, log_version, tensorboard_dir
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
-#: Two update rounds of one epoch: versions 0, 1, 2 and checkpoints of epochs 0, 1, 2.
-TWO_ROUNDS = [
-    "schedule.epochs=3",
-    "schedule.update_every=1",
-    "mine.shards=2",
-    "train.num_workers=0",
-    "train.batch_size=2",
-    "mine.batch_size=2",
-    "mine.save_attention=false",
-]
+#: Two update rounds of one epoch: versions 0, 1, 2 and checkpoints of epochs 0, 1, 2 (the fault
+#: run's settings, one epoch more).
+TWO_ROUNDS = [s for s in SETTINGS if not s.startswith("schedule.epochs=")] + ["schedule.epochs=3"]
 
 
 def _events(run: Path) -> event_accumulator.EventAccumulator:

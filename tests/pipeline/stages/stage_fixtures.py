@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -50,6 +51,17 @@ def tiny_config(*overrides: str) -> RunConfig:
 
 def new_run(path: Path, data_root: Path, cfg: RunConfig | None = None) -> RunDir:
     return RunDir.create(path, cfg or tiny_config(), dataset=open_dataset("synthetic", root=data_root))
+
+
+def with_unreadable_image(synthetic_root: Path, tmp_path: Path, index: int) -> tuple[Any, int]:
+    """A copy of the synthetic dataset under ``tmp_path/data`` whose ``index``-th image file is
+    empty (unreadable): (the opened dataset, that image's id)."""
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    ds = open_dataset("synthetic", root=root)
+    broken = int(ds.image_ids()[index])
+    (root / ds.file(broken)).write_bytes(b"")
+    return ds, broken
 
 
 def write_checkpoint(run: RunDir, epoch: int, seed: int = 0) -> Path:

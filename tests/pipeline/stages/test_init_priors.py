@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from joindet.pipeline.data import open_dataset
 from joindet.pipeline.progress import RecordingProgress
 from joindet.pipeline.run_dir import RunDir
 from joindet.pipeline.stages import init_priors
 from joindet.pipeline.stages.init_priors import cap_per_image
 from joindet.priors import BoxSet
 
-from .stage_fixtures import NUM_IMAGES, initialised_run, new_run, synthetic_root, tiny_config  # noqa: F401
+from .stage_fixtures import NUM_IMAGES, initialised_run, new_run, synthetic_root, tiny_config, with_unreadable_image  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")
 
@@ -62,11 +60,7 @@ def test_is_skipped_when_committed_and_force_moves_aside(tmp_path: Path, synthet
 
 
 def test_unreadable_images_are_quarantined_and_skipped(tmp_path: Path, synthetic_root: Path) -> None:  # noqa: F811
-    root = tmp_path / "data"
-    shutil.copytree(synthetic_root, root)
-    ds = open_dataset("synthetic", root=root)
-    broken = int(ds.image_ids()[3])
-    (root / ds.file(broken)).write_bytes(b"")
+    ds, broken = with_unreadable_image(synthetic_root, tmp_path, 3)
     run = RunDir.create(tmp_path / "run", tiny_config(), dataset=ds)
     progress = RecordingProgress()
     result = init_priors(run, progress)

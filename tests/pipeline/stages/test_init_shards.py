@@ -4,7 +4,6 @@ shard) is bit-identical to v0 computed as one shard, for every source; the shard
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +19,7 @@ from joindet.pipeline.run_dir import RunDir
 from joindet.pipeline.schedule import RunPlan, shard_ranges
 from joindet.pipeline.stages import commit_init, init_priors, init_shard
 
-from .stage_fixtures import NUM_IMAGES, new_run, synthetic_root, tiny_config  # noqa: F401
+from .stage_fixtures import NUM_IMAGES, new_run, synthetic_root, tiny_config, with_unreadable_image  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore:DetectorConfig.backbone_weights is not set")
 
@@ -117,11 +116,7 @@ def test_a_shard_staged_under_another_batch_size_is_not_done(tmp_path: Path, syn
 
 
 def test_an_unreadable_image_gives_the_same_v0_whatever_the_shards(tmp_path: Path, synthetic_root: Path) -> None:  # noqa: F811
-    root = tmp_path / "data"
-    shutil.copytree(synthetic_root, root)
-    ds = open_dataset("synthetic", root=root)
-    broken = int(ds.image_ids()[2])
-    (root / ds.file(broken)).write_bytes(b"")
+    ds, broken = with_unreadable_image(synthetic_root, tmp_path, 2)
     runs = []
     for shards in (1, 3):
         # predictions: the untrained model's boxes change in the last bits with the batch an
